@@ -1,0 +1,69 @@
+# Developer entry points. `make` alone lists them.
+# Everything runs inside a private virtualenv, so it also works where the system pip
+# refuses to install (Debian's externally-managed Python).
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+BASE_PYTHON ?= python3
+
+# Stamp written after a successful install: `make test` reinstalls only when the
+# packaging files change (the install is editable, so code edits need no reinstall).
+INSTALLED = $(VENV)/.installed
+
+# Benchmarks drop OpenBLAS overrides a shell may carry, so BLAS picks its kernels
+# from the CPU it finds, as a user's run would.
+BENCH_ENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo corpus shakespeare bench bench-quality install-mpi \
+        clean distclean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
+
+install: $(INSTALLED) ## create the venv and pip install -e '.[test]' into it
+
+# Re-running venv on an existing directory repairs one left without pip.
+$(INSTALLED): setup.cfg pyproject.toml
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(BASE_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	@touch $@
+
+test: install ## run the test suite
+	$(PY) -m pytest -q
+
+demo: install data/default.txt ## train 60 s on the default corpus, then sample
+	$(VENV)/bin/charrnn train data/default.txt -o demo.ckpt --time-limit 60 --seed 1
+	$(VENV)/bin/charrnn sample demo.ckpt -n 600 --temperature 0.8 --seed 7
+
+corpus: data/default.txt ## build data/default.txt from this Python's stdlib source
+
+shakespeare: data/tinyshakespeare.txt ## fetch tiny shakespeare into data/
+
+# No prerequisites: built only when missing (`make clean` to rebuild).
+data/default.txt:
+	$(BASE_PYTHON) data/build_default_corpus.py --out $@
+
+data/tinyshakespeare.txt:
+	$(BASE_PYTHON) data/get_tinyshakespeare.py --out $@
+
+bench: install ## time every model config (chars/s)
+	$(BENCH_ENV) $(VENV)/bin/charrnn bench --config all
+
+bench-quality: install ## model quality benchmark (charrnn.bench_quality)
+	$(BENCH_ENV) $(PY) -m charrnn.bench_quality
+
+install-mpi: install ## add mpi4py and an MPICH build to the venv
+	$(PY) -m pip install -e '.[mpi]' mpich
+
+clean: ## remove build output, caches, checkpoints and derived corpora
+	rm -rf build dist *.egg-info .pytest_cache demo.ckpt demo.ckpt.tmp* \
+		data/default.txt data/tinyshakespeare.txt data/cache
+	find . \( -path ./.git -o -path './$(VENV)' \) -prune -o \
+		\( -name __pycache__ -type d -prune -exec rm -rf {} + \) -o \
+		\( \( -name '*.nbi' -o -name '*.nbc' \) -type f -exec rm -f {} + \)
+
+distclean: clean ## clean, and remove the venv too
+	rm -rf $(VENV)

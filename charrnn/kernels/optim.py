@@ -1,0 +1,29 @@
+"""Optimizer kernels over flat parameter buffers (one buffer holds every parameter, so
+one loop updates them all and one allreduce can sum their gradients)."""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
+    """One Adam step (Kingma & Ba, bias-corrected) with grads already clipped.
+    Inputs: grads (P); lr, beta1, beta2, eps; step, the 1-based count of this update.
+    In/out: params, m, v (P)."""
+    correction1 = 1.0 - beta1 ** step
+    correction2 = 1.0 - beta2 ** step
+    step_size = lr * np.sqrt(correction2) / correction1
+    for k in range(params.shape[0]):
+        g = grads[k]
+        m[k] = beta1 * m[k] + (1.0 - beta1) * g
+        v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
+        params[k] -= step_size * m[k] / (np.sqrt(v[k]) + eps * np.sqrt(correction2))
+
+
+@njit(cache=True)
+def sum_of_squares(x):
+    """Sum of x[k]**2 accumulated in float64, for the global gradient norm."""
+    total = 0.0
+    for k in range(x.shape[0]):
+        total += np.float64(x[k]) * x[k]
+    return total

@@ -1,0 +1,121 @@
+"""Time loops shared by all cells: a whole (T, N) sequence forward and backward, and
+the one-row step used when sampling.
+
+Design (after jcjohnson/torch-rnn): the caller computes every input projection
+gx = x @ Wx + b for all T x N rows in one large GEMM, so only the recurrent product
+h_prev @ Wh remains inside the time loop; the caller likewise computes dWx, dWh and the
+input gradient as large GEMMs over the gradients these loops leave behind. Nothing is
+allocated inside a time loop. Arrays are time-major: (T, N, ...).
+"""
+
+import numpy as np
+from numba import njit
+
+from . import CELL_GRU, CELL_LSTM
+from .gru import gru_row_backward, gru_row_forward
+from .lstm import lstm_row_backward, lstm_row_forward
+from .rnn import rnn_row_backward, rnn_row_forward
+
+
+@njit(cache=True)
+def cell_row_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
+    if cell == CELL_LSTM:
+        lstm_row_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+    elif cell == CELL_GRU:
+        gru_row_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+    else:
+        rnn_row_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+
+
+@njit(cache=True)
+def cell_row_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
+    if cell == CELL_LSTM:
+        lstm_row_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+    elif cell == CELL_GRU:
+        gru_row_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+    else:
+        rnn_row_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+
+
+@njit(cache=True)
+def recurrent_forward(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, gh):
+    """Run one layer over a whole sequence.
+
+    Inputs: cell code; gx (T, N, GH) input projections including bias; Wh (H, GH);
+    bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H) initial state.
+    Outputs: hs, cs (T, N, H) states after each step; acts (T, N, GH) and aux (T, N, H)
+    caches for the backward; gh (N, GH) scratch.
+    """
+    T, N = gx.shape[0], gx.shape[1]
+    for t in range(T):
+        h_prev = h0 if t == 0 else hs[t - 1]
+        c_prev = c0 if t == 0 else cs[t - 1]
+        np.dot(h_prev, Wh, gh)
+        for n in range(N):
+            cell_row_forward(cell, gx[t, n], gh[n], bn, h_prev[n], c_prev[n],
+                             hs[t, n], cs[t, n], acts[t, n], aux[t, n])
+
+
+@njit(cache=True)
+def recurrent_backward(cell, Wh, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0, dbn):
+    """Backpropagate one layer through time.
+
+    Inputs: cell code; Wh (H, GH); h0, c0 (N, H); hs, cs, acts, aux from
+    recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h (from the layer
+    above or the output projection). The final state gets no gradient (truncated BPTT).
+    Outputs: dgx (T, N, GH) gradient w.r.t. gx; dgh (T, N, GH) w.r.t. h_prev @ Wh (may be
+    the same array as dgx for LSTM and RNN, where the two are equal); dh0, dc0 (N, H);
+    dbn (H) accumulated.
+    """
+    T, N, H = hs.shape
+    WhT = np.ascontiguousarray(Wh.T)  # (GH, H): makes dh_prev = dgh @ Wh.T one GEMM
+    dh = np.empty((N, H), hs.dtype)  # (N, H) gradient w.r.t. h at step t
+    dc = np.zeros((N, H), hs.dtype)  # (N, H) gradient w.r.t. c at step t
+    dc_prev = np.empty((N, H), hs.dtype)
+    dh_direct = np.empty((N, H), hs.dtype)  # (N, H) dh_prev not through Wh (GRU only)
+    dh_carry = np.zeros((N, H), hs.dtype)  # (N, H) dh flowing back from step t + 1
+    for t in range(T - 1, -1, -1):
+        h_prev = h0 if t == 0 else hs[t - 1]
+        c_prev = c0 if t == 0 else cs[t - 1]
+        for n in range(N):
+            for j in range(H):
+                dh[n, j] = dhs[t, n, j] + dh_carry[n, j]
+            cell_row_backward(cell, dh[n], dc[n], h_prev[n], c_prev[n], acts[t, n],
+                              aux[t, n], dgx[t, n], dgh[t, n], dh_direct[n], dc_prev[n],
+                              dbn)
+        np.dot(dgh[t], WhT, dh_carry)
+        dh_carry += dh_direct
+        dc[:, :] = dc_prev
+    dh0[:, :] = dh_carry
+    dc0[:, :] = dc
+
+
+@njit(cache=True)
+def matvec_into(x, W, out):
+    """out (M) = x (K) @ W (K, M), written as K row updates so it vectorises without
+    reassociating sums; for one-row products this beats a BLAS call's overhead."""
+    out[:] = 0.0
+    for k in range(W.shape[0]):
+        xk = x[k]
+        for m in range(W.shape[1]):
+            out[m] += xk * W[k, m]
+
+
+@njit(cache=True)
+def stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux):
+    """Advance every layer of a stack by one token (used for sampling and scoring).
+
+    Inputs: cell code; table0 (V, GH) layer-0 input projection with bias for each token;
+    token id; Wx_up (L-1, H, GH), b_up (L-1, GH) projections of layers above the first;
+    Wh (L, H, GH); bn (L, H). In/out: h, c (L, H). Scratch: gx, gh, acts (GH), aux (H).
+    """
+    L = Wh.shape[0]
+    for layer in range(L):
+        if layer == 0:
+            gx[:] = table0[token]
+        else:
+            matvec_into(h[layer - 1], Wx_up[layer - 1], gx)
+            gx += b_up[layer - 1]
+        matvec_into(h[layer], Wh[layer], gh)
+        cell_row_forward(cell, gx, gh, bn[layer], h[layer], c[layer], h[layer], c[layer],
+                         acts, aux)

@@ -1,0 +1,206 @@
+"""The network: configuration, parameters in one flat buffer, and forward/backward
+over a (N, T) batch through the Numba kernels.
+
+Architecture: ids -> [embedding (V, E) or one-hot] -> L stacked recurrent layers
+(rnn | gru | lstm) -> dropout after each layer -> output projection (H, V) -> softmax.
+Every parameter is a view into one flat buffer (and every gradient into another), so
+the optimizer, gradient clipping and a data-parallel allreduce each see one vector.
+
+Initialisation, written down once here: recurrent and projection weights
+U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch; embedding N(0, 1); biases 0, except the LSTM
+forget gate bias 1 (so early training remembers by default, as in torch-rnn) and the
+output bias, which the trainer may set to the log unigram frequencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .kernels import CELL_CODES, CELL_GATES, CELL_GRU, CELL_LSTM
+from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
+from .kernels.recurrent import recurrent_backward, recurrent_forward
+
+CELLS = tuple(CELL_CODES)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str  # "lstm", "gru" or "rnn"
+    vocab_size: int  # V: output classes, and input ids when embed == 0
+    hidden: int  # H: state width of every layer
+    layers: int  # L: stacked recurrent layers
+    embed: int = 0  # E: learned input embedding width; 0 = one-hot input (as char-rnn)
+    dropout: float = 0.0  # inverted dropout after every layer, training only
+
+    def __post_init__(self):
+        if self.cell not in CELL_CODES:
+            raise ValueError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        if min(self.vocab_size, self.hidden, self.layers) < 1 or self.embed < 0:
+            raise ValueError("vocab_size, hidden and layers must be >= 1, embed >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    @property
+    def gates(self) -> int:
+        return CELL_GATES[self.cell]
+
+    def parameter_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Names and shapes of every parameter, in buffer order."""
+        V, H, E, GH = self.vocab_size, self.hidden, self.embed, self.gates * self.hidden
+        shapes = [("embed", (V, E))] if E else []
+        for layer in range(self.layers):
+            D = (E or V) if layer == 0 else H
+            shapes += [(f"Wx{layer}", (D, GH)), (f"Wh{layer}", (H, GH)), (f"b{layer}", (GH,))]
+            if self.cell == "gru":
+                shapes.append((f"bn{layer}", (H,)))
+        return shapes + [("Wy", (H, V)), ("by", (V,))]
+
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(shape)) for _, shape in self.parameter_shapes())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        names = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def flat_views(flat: np.ndarray, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Named views into a flat buffer laid out as config.parameter_shapes()."""
+    views, start = {}, 0
+    for name, shape in config.parameter_shapes():
+        size = int(np.prod(shape))
+        views[name] = flat[start:start + size].reshape(shape)
+        start += size
+    return views
+
+
+class Model:
+    """Parameters plus the forward/backward passes; holds the caches of the last forward."""
+
+    def __init__(self, config: ModelConfig, flat: np.ndarray | None = None, dtype=np.float32):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        size = config.parameter_count()
+        self.flat = np.zeros(size, self.dtype) if flat is None else np.ascontiguousarray(flat, self.dtype)
+        if self.flat.shape != (size,):
+            raise ValueError(f"expected {size} parameters, got {self.flat.size}")
+        self.params = flat_views(self.flat, config)
+        self.grad_flat = np.zeros(size, self.dtype)
+        self.grads = flat_views(self.grad_flat, config)
+        self._cache = None
+
+    def initialise(self, rng: np.random.Generator, unigram_counts=None) -> None:
+        cfg = self.config
+        bound = 1.0 / np.sqrt(cfg.hidden)
+        for name, view in self.params.items():
+            if name == "embed":
+                view[...] = rng.standard_normal(view.shape)
+            elif name.startswith("W"):
+                view[...] = rng.uniform(-bound, bound, view.shape)
+            else:
+                view[...] = 0.0
+        if cfg.cell == "lstm":
+            for layer in range(cfg.layers):
+                self.params[f"b{layer}"][cfg.hidden:2 * cfg.hidden] = 1.0  # forget gate
+        if unigram_counts is not None:
+            counts = np.asarray(unigram_counts, np.float64) + 1.0
+            self.params["by"][...] = np.log(counts / counts.sum())
+
+    def zero_state(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(h, c), each (L, N, H) zeros; c is unused by GRU and RNN but always carried."""
+        shape = (self.config.layers, batch_size, self.config.hidden)
+        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+
+    def forward(self, x_ids, y_ids, h0, c0, masks=None, need_grad=True):
+        """Loss of predicting y_ids from x_ids, starting from state (h0, c0).
+
+        x_ids, y_ids (N, T) int; h0, c0 (L, N, H); masks (L, T, N, H) inverted-dropout
+        multipliers or None. Returns (mean loss in nats, losses (T*N) per position in
+        time-major order, h_final, c_final (L, N, H)). Keeps the caches for backward.
+        """
+        cfg, p = self.config, self.params
+        N, T = x_ids.shape
+        M, H, GH = N * T, cfg.hidden, cfg.gates * cfg.hidden
+        cell = CELL_CODES[cfg.cell]
+        xs = np.ascontiguousarray(x_ids.T, dtype=np.int64).reshape(M)  # (M,) time-major
+        ys = np.ascontiguousarray(y_ids.T, dtype=np.int64).reshape(M)
+        h0 = np.ascontiguousarray(h0, self.dtype)
+        c0 = np.ascontiguousarray(c0, self.dtype)
+        inputs, layer_caches = [], []
+        gh = np.empty((N, GH), self.dtype)  # (N, GH) recurrent-product scratch
+        x = None
+        for layer in range(cfg.layers):
+            gx = np.empty((M, GH), self.dtype)  # (M, GH) input projections
+            if layer == 0 and not cfg.embed:
+                gather_rows_plus(p["Wx0"], xs, p["b0"], gx)
+            else:
+                x = p["embed"][xs] if layer == 0 else x  # (M, D)
+                np.matmul(x, p[f"Wx{layer}"], out=gx)
+                gx += p[f"b{layer}"]
+            inputs.append(x)
+            hs = np.empty((T, N, H), self.dtype)  # (T, N, H) outputs per step
+            cs = np.empty((T, N, H), self.dtype)
+            acts = np.empty((T, N, GH), self.dtype)
+            aux = np.empty((T, N, H), self.dtype)
+            bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
+            recurrent_forward(cell, gx.reshape(T, N, GH), p[f"Wh{layer}"], bn, h0[layer],
+                              c0[layer], hs, cs, acts, aux, gh)
+            layer_caches.append((hs, cs, acts, aux))
+            out = hs if masks is None else hs * masks[layer]
+            x = out.reshape(M, H)
+        logits = x @ p["Wy"]  # (M, V)
+        logits += p["by"]
+        losses = np.empty(M, np.float64)
+        softmax_xent(logits, ys, 1.0 / M if need_grad else 0.0, losses)
+        h_final = np.stack([hs[-1] for hs, _, _, _ in layer_caches])
+        c_final = np.stack([cs[-1] for _, cs, _, _ in layer_caches])
+        self._cache = (xs, h0, c0, masks, inputs, layer_caches, x, logits) if need_grad else None
+        return float(losses.mean()), losses, h_final, c_final
+
+    def backward(self):
+        """Gradients of the mean loss of the last forward into self.grads (overwritten).
+        Returns (dh0, dc0), each (L, N, H)."""
+        if self._cache is None:
+            raise RuntimeError("backward needs a forward with need_grad=True first")
+        xs, h0, c0, masks, inputs, layer_caches, top, dlogits = self._cache
+        cfg, p, g = self.config, self.params, self.grads
+        L, N, H = h0.shape
+        M, GH, T = xs.shape[0], cfg.gates * cfg.hidden, xs.shape[0] // N
+        cell = CELL_CODES[cfg.cell]
+        self.grad_flat[:] = 0.0
+        np.matmul(top.T, dlogits, out=g["Wy"])
+        dlogits.sum(axis=0, out=g["by"])
+        dx = dlogits @ p["Wy"].T  # (M, H) gradient w.r.t. the top layer's output
+        dh0 = np.empty_like(h0)
+        dc0 = np.empty_like(c0)
+        dgx = np.empty((T, N, GH), self.dtype)  # reused by every layer
+        dgh = np.empty((T, N, GH), self.dtype) if cell == CELL_GRU else dgx
+        for layer in range(L - 1, -1, -1):
+            hs, cs, acts, aux = layer_caches[layer]
+            dhs = dx.reshape(T, N, H)
+            if masks is not None:
+                dhs = dhs * masks[layer]
+            dbn = g[f"bn{layer}"] if cell == CELL_GRU else np.zeros(H, self.dtype)
+            recurrent_backward(cell, p[f"Wh{layer}"], h0[layer], c0[layer], hs, cs, acts,
+                               aux, np.ascontiguousarray(dhs), dgx, dgh, dh0[layer],
+                               dc0[layer], dbn)
+            dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)
+            # dWh = sum_t h_{t-1}^T dgh_t as two GEMMs: the first step, then the rest.
+            dWh = g[f"Wh{layer}"]
+            np.matmul(h0[layer].T, dgh[0], out=dWh)
+            if T > 1:
+                dWh += hs[:-1].reshape(M - N, H).T @ dgh_rows[N:]
+            dgx_rows.sum(axis=0, out=g[f"b{layer}"])
+            if layer == 0 and not cfg.embed:
+                scatter_add_rows(xs, dgx_rows, g["Wx0"])
+                continue
+            np.matmul(inputs[layer].T, dgx_rows, out=g[f"Wx{layer}"])
+            dx = dgx_rows @ p[f"Wx{layer}"].T  # (M, D)
+            if layer == 0:
+                scatter_add_rows(xs, dx, g["embed"])
+        return dh0, dc0
