@@ -104,3 +104,11 @@ class BatchStream:
             index = self._offsets + b * self.seq_len
             yield (np.asarray(self.ids[index], dtype=np.int32),
                    np.asarray(self.ids[index + 1], dtype=np.int32))
+
+
+def corpus_ids(text: str, vocab) -> tuple[np.ndarray, list[str]]:
+    """Encode a corpus with a given vocabulary. Returns (ids, characters the vocabulary
+    lacks); those are mapped to its unknown symbol, or dropped if it has none."""
+    ids, unknown = vocab.encode(text)
+    missing = sorted(set(np.asarray(list(text))[unknown])) if unknown.any() else []
+    return ids, missing

@@ -23,7 +23,8 @@ class Vocab:
     has_unknown: bool = False  # if true, id len(chars) stands for every other character
 
     def __post_init__(self):
-        self._code_points = np.array([ord(ch) for ch in self.chars], dtype=np.int64)
+        object.__setattr__(self, "_code_points",
+                           np.array([ord(ch) for ch in self.chars], dtype=np.int64))
 
     @classmethod
     def from_counter(cls, counter: Counter, max_size: int = 0, min_count: int = 1) -> Vocab:

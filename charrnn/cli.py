@@ -1,0 +1,513 @@
+"""The command line: the only module that knows click, stdin/stdout and exit codes.
+
+Only the product (generated text, scores, info) goes to stdout; diagnostics and progress
+go to stderr. Errors are one line: exit 2 for bad usage, 1 for runtime failures,
+130/143 after a clean stop on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import sys
+import time
+
+import click
+
+from . import __version__
+
+
+def parse_duration(value: str | None) -> float | None:
+    """'90', '90s', '10m', '2h', '1.5h' -> seconds."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r} is not a duration like 90, 90s, 10m or 2h",
+                                 param_hint="--time-limit")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit BLAS and Numba threads; env vars work only before numpy is first imported,
+    numba.set_num_threads works at any time."""
+    if not threads:
+        return
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def load_trained_or_fail(path: str):
+    from .checkpoint import CheckpointError, load_trained
+    try:
+        return load_trained(path)
+    except CheckpointError as error:
+        fail(str(error))
+
+
+def write_stdout(text: str) -> None:
+    """Write UTF-8 whatever the locale, and flush so `| tee` shows progress."""
+    stream = click.get_binary_stream("stdout")
+    stream.write(text.encode("utf-8", "surrogatepass"))
+    stream.flush()
+
+
+def quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): end quietly, with no traceback at exit flush."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="charrnn")
+def cli():
+    """Character-level RNN, GRU and LSTM text models on the CPU.
+
+    \b
+    charrnn train corpus.txt -o model.ckpt --time-limit 10m
+    charrnn sample model.ckpt -n 500 --prime "ROMEO:" --seed 7
+    cat text.txt | charrnn score model.ckpt
+    """
+
+
+# --------------------------------------------------------------------------- train
+ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
+
+
+@cli.command()
+@click.argument("corpus", type=click.Path(allow_dash=True, dir_okay=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write (also OUT.best for the best validation loss).")
+@click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output exactly where it stopped.")
+@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at --output without resuming it.")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True, help="Recurrent cell.")
+@click.option("--layers", type=click.IntRange(1, 16), default=2, show_default=True, help="Stacked recurrent layers.")
+@click.option("--hidden", type=click.IntRange(1, 8192), default=256, show_default=True, help="Hidden units per layer.")
+@click.option("--embed", type=click.IntRange(0, 4096), default=64, show_default=True, help="Input embedding width; 0 = one-hot input.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Dropout after each layer (training only).")
+@click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True, help="Characters per stream per step (BPTT length).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams per step.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="constant", show_default=True, help="Learning-rate schedule over --steps.")
+@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True, help="Linear learning-rate warm-up steps.")
+@click.option("--clip", type=click.FloatRange(0), default=5.0, show_default=True, help="Clip the global gradient norm to this; 0 = off.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Stop when the model has this many steps in total [default: 2000 unless --time-limit].")
+@click.option("--time-limit", default=None, help="Stop after this long: seconds, or 90s, 10m, 2h.")
+@click.option("--eval-every", type=click.IntRange(0), default=200, show_default=True, help="Steps between validation passes; 0 = only at the end.")
+@click.option("--save-every", type=click.IntRange(0), default=500, show_default=True, help="Steps between checkpoint writes; 0 = only at the end.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, help="Last fraction of the corpus held out for validation.")
+@click.option("--val-chars", type=click.IntRange(0), default=0, show_default=True, help="Validate on at most this many chars (same ones every time); 0 = all.")
+@click.option("--patience", type=click.IntRange(0), default=0, show_default=True, help="Stop after this many evaluations without improvement; 0 = never.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
+@click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True, help="What to do with undecodable bytes.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, help="Append one JSON object per evaluation to this file.")
+@click.pass_context
+def train(ctx, corpus, output, resume, force, threads, quiet, log_path, encoding, errors, time_limit, **flags):
+    """Train a model on a text file (or '-' for stdin) and save a checkpoint.
+
+    \b
+    charrnn train corpus.txt -o model.ckpt --steps 2000
+    charrnn train corpus.txt -o model.ckpt --time-limit 10m --cell gru
+    charrnn train corpus.txt -o model.ckpt --resume --steps 4000
+    """
+    set_threads(threads)
+    import numpy as np
+
+    from .checkpoint import is_checkpoint_file
+    from .corpus import CorpusError, corpus_ids, read_text, split_ids
+    from .model import Model, ModelConfig
+    from .train import Trainer, TrainingDiverged, TrainOptions, TrainState
+    from .vocab import Vocab
+
+    time_limit = parse_duration(time_limit)
+    given = {name for name in flags
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    if os.path.isdir(output):
+        raise click.BadParameter(f"{output} is a directory", param_hint="--output")
+    exists = os.path.exists(output)
+    if exists and not is_checkpoint_file(output):
+        fail(f"{output} exists and is not a charrnn checkpoint: refusing to overwrite it; "
+             "choose another --output")
+    if resume and not exists:
+        fail(f"--resume: {output} does not exist; drop --resume to start a new model")
+    if exists and not resume and not force:
+        fail(f"{output} already exists: add --resume to continue it or --force to replace it")
+    try:
+        text = read_text(corpus, encoding, errors)
+    except CorpusError as error:
+        fail(str(error))
+    if resume:
+        model, vocab, record, arrays = load_trained_or_fail(output)
+        conflicts = [f"--{name.replace('_', '-')}" for name in ARCHITECTURE
+                     if name in given and flags[name] != getattr(model.config, name)]
+        if conflicts:
+            raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture "
+                                   f"stored in {output}; drop them when resuming")
+        saved = dict(record.get("options", {}))
+        saved.update({name: flags[name] for name in given if name in saved})
+        saved["time_limit"] = time_limit
+        if "steps" in given or time_limit is not None:
+            saved["steps"] = flags["steps"]
+        options = TrainOptions(**saved)
+        state = TrainState(**record["state"])
+        ids, missing = corpus_ids(text, vocab)
+        if missing:
+            fail(f"the corpus has characters the checkpoint's vocabulary lacks "
+                 f"({''.join(missing[:20])!r}); resume on the same corpus")
+    else:
+        vocab = Vocab.from_text(text)
+        ids, _ = corpus_ids(text, vocab)
+        config = ModelConfig(vocab_size=vocab.size, **{k: flags[k] for k in ARCHITECTURE})
+        options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
+                               time_limit=time_limit)
+        if options.steps is None and time_limit is None:
+            options.steps = 2000
+        model = Model(config)
+        model.initialise(np.random.default_rng(options.seed), vocab.counts + (1,) * vocab.has_unknown)
+        state, arrays = None, None
+    train_ids, val_ids = split_ids(ids, options.val_fraction)
+    try:
+        trainer = Trainer(model, vocab, train_ids, val_ids, options, output, state, arrays)
+    except CorpusError as error:
+        fail(str(error))
+    reporter = Reporter(quiet, log_path)
+    stop = StopFlag()
+    try:
+        with stop.installed():
+            reason = trainer.run(reporter, stop)
+    except TrainingDiverged as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write {output}: {error.strerror or error}")
+    reporter.close()
+    if reason == "interrupted":
+        click.echo(f"stopped at step {trainer.state.step}; saved {output}; continue with: "
+                   f"charrnn train {corpus} -o {output} --resume", err=True)
+        sys.exit(128 + stop.signum)
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request the training loop honours between steps."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __call__(self) -> bool:
+        return bool(self.signum)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def installed(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def manager():
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                for sig in previous:
+                    signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. some test runners)
+                previous = {}
+            try:
+                yield self
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        return manager()
+
+
+class Reporter:
+    """Progress on stderr: a live line on a terminal, plain periodic lines otherwise."""
+
+    def __init__(self, quiet: bool, log_path: str | None, interval: float = 5.0):
+        self.quiet, self.interval = quiet, interval
+        self.live = sys.stderr.isatty()
+        self.log = open(log_path, "a", encoding="utf-8") if log_path else None
+        self.last_print = 0.0
+        self.started = time.perf_counter()
+        self.steps_since, self.chars_since, self.rate_clock = 0, 0, time.perf_counter()
+        self.rate = 0.0
+
+    def close(self):
+        if self.log:
+            self.log.close()
+
+    def say(self, line: str, live: bool = False) -> None:
+        if self.quiet:
+            return
+        if self.live:
+            click.echo(f"\r\x1b[K{line}", err=True, nl=not live)
+        else:
+            click.echo(line, err=True)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["kind"]
+        if kind == "start":
+            total = f"/{event['steps']}" if event["steps"] else ""
+            self.say(f"training from step {event['step']}{total}, {event['params']:,} parameters")
+        elif kind == "step":
+            self.chars_since += event["chars"]
+            now = time.perf_counter()
+            if now - self.rate_clock >= 1.0:
+                self.rate = self.chars_since / (now - self.rate_clock)
+                self.chars_since, self.rate_clock = 0, now
+            if now - self.last_print >= (0.2 if self.live else self.interval):
+                self.last_print = now
+                self.say(self.status(event), live=True)
+        elif kind == "eval":
+            val = "n/a" if event["val_bpc"] is None else f"{event['val_bpc']:.4f}"
+            mark = " (best)" if event["improved"] else ""
+            self.say(f"step {event['step']}: train {event['train_bpc']:.4f} bits/char, "
+                     f"val {val} bits/char{mark}")
+            if self.log:
+                self.log.write(json.dumps({k: event[k] for k in
+                                           ("step", "seconds", "train_bpc", "val_bpc", "lr")}) + "\n")
+                self.log.flush()
+        elif kind == "rollback":
+            click.echo(f"step {event['step']}: loss not finite; rolled back to the last good "
+                       f"state, learning rate now {event['lr']:.3g}", err=True)
+        elif kind == "done":
+            best = event["best_val_bpc"]
+            best = "n/a" if best is None else f"{best:.4f}"
+            self.say(f"done at step {event['step']} ({event['reason']}); best val {best} "
+                     f"bits/char; saved {event['path']}")
+
+    def status(self, event: dict) -> str:
+        parts = []
+        if event["steps"]:
+            parts.append(f"step {event['step']}/{event['steps']}")
+        else:
+            parts.append(f"step {event['step']}")
+        parts.append(f"train {event['loss_bpc']:.3f} bits/char")
+        parts.append(f"{self.rate:,.0f} chars/s")
+        left = []
+        if event["time_limit"]:
+            left.append(event["time_limit"] - event["elapsed"])
+        if event["steps"] and self.rate:
+            left.append((event["steps"] - event["step"]) * event["chars"] / self.rate)
+        if left:
+            parts.append(f"ETA {format_seconds(max(0.0, min(left)))}")
+        return ", ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# -------------------------------------------------------------------------- sample
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-n", "--length", type=click.IntRange(0), default=500, show_default=True, help="Characters to generate (the prime is not counted); 0 = endless.")
+@click.option("-t", "--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="Below 1: safer, more repetitive; above 1: more random.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
+@click.option("--top-k", type=click.IntRange(1), default=None, help="Sample only among the K most likely characters.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Sample from the smallest set holding probability P (nucleus).")
+@click.option("--prime", default=None, help="Text to start from; it is printed first.")
+@click.option("--prime-file", type=click.Path(allow_dash=True, dir_okay=False), default=None, help="Read the prime from a file ('-' for stdin).")
+@click.option("--strict", is_flag=True, help="Prime characters missing from the vocabulary are an error, not a warning.")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible output [default: drawn, and printed to stderr].")
+@click.option("--stop", "stops", multiple=True, help="End a sample right after this string (repeatable).")
+@click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="Independent samples to write.")
+@click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Written after each sample.")
+@click.option("--beam", type=click.IntRange(1), default=None, help="Beam search of this width for the most likely continuation.")
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True, help="jsonl: one {\"text\", \"seed\"} object per sample.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
+def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, strict,
+           seed, stops, num_samples, separator, beam, fmt, threads):
+    """Generate text from a checkpoint, streamed to stdout.
+
+    \b
+    charrnn sample model.ckpt -n 500 --temperature 0.8 --prime "ROMEO:" --seed 7
+    charrnn sample model.ckpt -n 0 | head -c 2000
+    charrnn sample model.ckpt --stop $'\\n\\n' --num-samples 5 --format jsonl
+    """
+    set_threads(threads)
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
+    if beam and length == 0:
+        raise click.UsageError("--beam needs a finite -n/--length")
+    import numpy as np
+
+    from .corpus import CorpusError, read_text
+    from .sample import Decoding, Sampler
+
+    model, vocab, _, _ = load_trained_or_fail(checkpoint)
+    if prime_file is not None:
+        try:
+            prime = read_text(prime_file)
+        except CorpusError as error:
+            fail(str(error))
+    prime = prime or ""
+    prime_ids, unknown = vocab.encode(prime, skip_unknown=True)
+    if unknown.any():
+        missing = "".join(sorted({ch for ch, bad in zip(prime, unknown) if bad}))
+        if strict:
+            fail(f"the prime has characters the model never saw: {missing!r}")
+        click.echo(f"warning: skipping prime characters the model never saw: {missing!r}", err=True)
+        prime = vocab.decode(prime_ids)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2 ** 31))
+        click.echo(f"seed: {seed}", err=True)
+    decoding = Decoding(temperature, top_k or 0, 1.0 if top_p is None else top_p, greedy)
+    sampler = Sampler(model, vocab)
+    try:
+        for index in range(num_samples):
+            rng = np.random.default_rng([seed, index])
+            if beam:
+                pieces = [prime + sampler.beam_search(prime_ids, length, beam, rng)]
+            else:
+                pieces = with_stops(sampler.stream(prime_ids, length, decoding, rng), stops)
+                pieces = prepend(prime, pieces)
+            if fmt == "jsonl":
+                text = "".join(pieces)
+                write_stdout(json.dumps({"text": text, "seed": seed, "index": index},
+                                        ensure_ascii=False) + "\n")
+            else:
+                for piece in pieces:
+                    write_stdout(piece)
+                write_stdout(separator)
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def prepend(first: str, pieces):
+    if first:
+        yield first
+    yield from pieces
+
+
+def with_stops(pieces, stops):
+    """Pass text through until the first occurrence of any stop string, which is kept."""
+    if not stops:
+        yield from pieces
+        return
+    tail, keep = "", max(len(s) for s in stops) - 1
+    for piece in pieces:
+        window = tail + piece
+        ends = [window.find(s) + len(s) for s in stops if s in window]
+        if ends:
+            yield window[len(tail):min(ends)] if min(ends) > len(tail) else ""
+            return
+        yield piece
+        tail = window[-keep:] if keep else ""
+
+
+# --------------------------------------------------------------------------- score
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("text_file", type=click.Path(allow_dash=True, dir_okay=False), default="-")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--per-line", is_flag=True, help="Score each line from a fresh state: bits_per_char<TAB>line.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input.")
+def score(checkpoint, text_file, as_json, per_line, encoding):
+    """How likely is a text under the model, in bits per character.
+
+    \b
+    cat text.txt | charrnn score model.ckpt
+    charrnn score model.ckpt val.txt --json
+    charrnn score model.ckpt --per-line < lines.txt | sort -n | head
+    """
+    from .corpus import CorpusError, read_text
+    from .sample import Sampler, score_line, score_text
+
+    model, vocab, _, _ = load_trained_or_fail(checkpoint)
+    try:
+        text = read_text(text_file, encoding)
+    except CorpusError as error:
+        fail(str(error))
+    sampler = Sampler(model, vocab)
+    try:
+        if per_line:
+            for line in text.splitlines():
+                write_stdout(f"{score_line(sampler, line):.4f}\t{line}\n")
+            return
+        result = score_text(sampler, text)
+        if as_json:
+            write_stdout(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                     for k, v in result.items()}) + "\n")
+        else:
+            write_stdout(f"{result['bits_per_char']:.4f} bits/char "
+                         f"({result['nats_per_char']:.4f} nats/char) over {result['chars']} "
+                         f"chars; {result['unknown_chars']} unknown chars skipped\n")
+    except BrokenPipeError:
+        quiet_broken_pipe()
+
+
+# ---------------------------------------------------------------------------- info
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(checkpoint, as_json):
+    """Describe a checkpoint: architecture, vocabulary, training record.
+
+    \b
+    charrnn info model.ckpt
+    charrnn info model.ckpt --json | jq .val_bpc
+    """
+    from . import CHECKPOINT_FORMAT_VERSION
+
+    model, vocab, record, _ = load_trained_or_fail(checkpoint)
+    cfg, state = model.config, record.get("state", {})
+    history = state.get("history", [])
+    summary = {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "embed": cfg.embed,
+               "dropout": cfg.dropout, "vocab_size": vocab.size,
+               "params": cfg.parameter_count(), "step": state.get("step", 0),
+               "chars_seen": state.get("chars_seen", 0),
+               "val_bpc": state.get("best_val_bpc"),
+               "last_val_bpc": state.get("last_val_bpc"),
+               "train_seconds": state.get("train_seconds", 0.0),
+               "format_version": CHECKPOINT_FORMAT_VERSION,
+               "history": history}
+    if as_json:
+        write_stdout(json.dumps(summary, ensure_ascii=False) + "\n")
+        return
+    def bpc(value):
+        return "n/a" if value is None else f"{value:.4f} bits/char"
+    lines = [
+        f"cell          {cfg.cell}, {cfg.layers} layer(s) x {cfg.hidden} hidden",
+        f"input         " + (f"embedding {cfg.embed}" if cfg.embed else "one-hot"),
+        f"dropout       {cfg.dropout}",
+        f"vocabulary    {vocab.size} chars: {vocab.preview()}",
+        f"parameters    {summary['params']:,}",
+        f"steps         {summary['step']:,} ({summary['chars_seen']:,} chars seen)",
+        f"validation    best {bpc(summary['val_bpc'])}, last {bpc(summary['last_val_bpc'])}"
+        + (f"  {sparkline([h['val_bpc'] for h in history if h.get('val_bpc') is not None])}"
+           if history else ""),
+        f"trained for   {format_seconds(summary['train_seconds'])}",
+        f"file format   {CHECKPOINT_FORMAT_VERSION}",
+    ]
+    write_stdout("\n".join(lines) + "\n")
+
+
+def sparkline(values) -> str:
+    if not values:
+        return ""
+    bars = "▁▂▃▄▅▆▇█"
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(bars[min(7, int((v - low) / span * 7.999))] for v in values[-40:])
+
+
+def main():
+    cli(prog_name="charrnn")

@@ -1,0 +1,58 @@
+"""Optimizer, gradient clipping and learning-rate schedule, over flat buffers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .kernels.optim import adam_update, sum_of_squares
+
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | None,
+                  warmup: int = 0, min_fraction: float = 0.1) -> float:
+    """Learning rate for update number `step` (0-based).
+
+    1. warm-up: linear from base_lr / warmup up to base_lr over `warmup` steps;
+    2. then by schedule: constant; cosine from base_lr down to min_fraction * base_lr at
+       total_steps; step, halving at 50%, 75% and 90% of total_steps.
+    Without a known total (time-limited runs), cosine and step stay at base_lr.
+    """
+    if warmup and step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "constant" or not total_steps or total_steps <= warmup:
+        return base_lr
+    progress = min(1.0, (step - warmup) / (total_steps - warmup))
+    if schedule == "cosine":
+        return base_lr * (min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return base_lr * 0.5 ** sum(progress >= mark for mark in (0.5, 0.75, 0.9))
+
+
+def global_norm(grads: np.ndarray) -> float:
+    return math.sqrt(sum_of_squares(grads))
+
+
+def clip_by_global_norm(grads: np.ndarray, max_norm: float) -> float:
+    """Scale grads in place so their global norm is at most max_norm (0 = no clipping).
+    Returns the norm before clipping (inf or nan when the gradient is not finite)."""
+    norm = global_norm(grads)
+    if max_norm and math.isfinite(norm) and norm > max_norm:
+        grads *= grads.dtype.type(max_norm / norm)
+    return norm
+
+
+class Adam:
+    """Adam with its moments in flat buffers shaped like the parameters."""
+
+    def __init__(self, size: int, dtype=np.float32, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.m = np.zeros(size, dtype)
+        self.v = np.zeros(size, dtype)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.updates = 0  # how many steps have been applied (bias correction needs it)
+
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        self.updates += 1
+        adam_update(params, grads, self.m, self.v, lr, self.beta1, self.beta2, self.eps,
+                    self.updates)

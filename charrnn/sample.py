@@ -1,0 +1,167 @@
+"""The sampling module: one-to-many generation from a prime, many-to-one scoring of a
+text, and beam search, all running the compiled one-token step of kernels/recurrent.
+
+Generation streams: text is produced in growing chunks by one compiled call each, so
+the first characters appear at once and long runs cost no Python per character.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import CELL_CODES
+from .kernels.recurrent import matvec_into, stack_step
+from .kernels.sampling import generate, score_tokens
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    temperature: float = 1.0  # > 0; lower is more conservative
+    top_k: int = 0  # keep the k most likely characters; 0 = off
+    top_p: float = 1.0  # keep the smallest set with this much probability; 1 = off
+    greedy: bool = False  # always the most likely character
+
+
+class Sampler:
+    """A trained model prepared for one-token steps: weights stacked per layer and the
+    first layer's input projection turned into a (V, GH) lookup table."""
+
+    def __init__(self, model, vocab):
+        cfg, p = model.config, model.params
+        self.vocab, self.config = vocab, cfg
+        self.cell = CELL_CODES[cfg.cell]
+        H, GH, L, dtype = cfg.hidden, cfg.gates * cfg.hidden, cfg.layers, model.dtype
+        first = p["embed"] @ p["Wx0"] if cfg.embed else p["Wx0"]
+        self.table0 = np.ascontiguousarray(first + p["b0"], dtype)  # (V, GH)
+        self.Wx_up = np.zeros((L - 1, H, GH), dtype)  # (L-1, H, GH)
+        self.b_up = np.zeros((L - 1, GH), dtype)
+        for layer in range(1, L):
+            self.Wx_up[layer - 1] = p[f"Wx{layer}"]
+            self.b_up[layer - 1] = p[f"b{layer}"]
+        self.Wh = np.stack([p[f"Wh{layer}"] for layer in range(L)])  # (L, H, GH)
+        self.bn = np.zeros((L, H), dtype)
+        if cfg.cell == "gru":
+            self.bn[...] = [p[f"bn{layer}"] for layer in range(L)]
+        self.Wy = np.ascontiguousarray(p["Wy"])
+        self.by = np.ascontiguousarray(p["by"])
+        self.banned = np.zeros(vocab.size, np.bool_)
+        if vocab.unknown_id is not None:
+            self.banned[vocab.unknown_id] = True
+        self.dtype = dtype
+
+    def zero_state(self):
+        shape = (self.config.layers, self.config.hidden)
+        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+
+    def _weights(self):
+        return (self.cell, self.table0, self.Wx_up, self.b_up, self.Wh, self.bn)
+
+    def token_losses(self, ids, h, c) -> np.ndarray:
+        """Nats of ids[k + 1] given ids[:k + 1] for each k; advances (h, c) over ids[:-1]."""
+        losses = np.empty(max(len(ids) - 1, 0), np.float64)
+        if len(ids) > 1:
+            score_tokens(*self._weights(), self.Wy, self.by, np.asarray(ids, np.int64), h, c,
+                         losses)
+        return losses
+
+    def first_token(self, rng: np.random.Generator) -> int:
+        """With no prime, the first character is drawn from the corpus's unigram counts."""
+        counts = np.array(self.vocab.counts, np.float64)
+        return int(np.searchsorted(np.cumsum(counts), rng.random() * counts.sum(), "right"))
+
+    def stream(self, prime_ids, length: int, decoding: Decoding, rng: np.random.Generator,
+               first_chunk: int = 32, max_chunk: int = 4096):
+        """Yield chunks of generated text; length 0 means endless. Without a prime, the
+        first yielded character is the unigram draw and counts towards length."""
+        h, c = self.zero_state()
+        if len(prime_ids):
+            self.token_losses(prime_ids, h, c)  # run the model over the prime
+            token = int(prime_ids[-1])
+        else:
+            token = self.first_token(rng)
+            yield self.vocab.decode([token])
+            if length == 1:
+                return
+            length = max(length - 1, 0)
+        produced, chunk = 0, first_chunk
+        inv_t = 1.0 / decoding.temperature
+        while not length or produced < length:
+            n = chunk if not length else min(chunk, length - produced)
+            if n <= 0:
+                break
+            out = np.empty(n, np.int64)
+            token = generate(*self._weights(), self.Wy, self.by, token, rng.random(n),
+                             inv_t, decoding.top_k, decoding.top_p, decoding.greedy,
+                             self.banned, h, c, out)
+            produced += n
+            chunk = min(chunk * 2, max_chunk)
+            yield self.vocab.decode(out)
+
+    def beam_search(self, prime_ids, length: int, width: int, rng: np.random.Generator) -> str:
+        """The most likely continuation of `length` characters found by a beam of `width`
+        (deterministic; rng only draws the first character when there is no prime)."""
+        h, c = self.zero_state()
+        prefix = ""
+        if len(prime_ids):
+            self.token_losses(prime_ids, h, c)
+            token = int(prime_ids[-1])
+        else:
+            token = self.first_token(rng)
+            prefix, length = self.vocab.decode([token]), length - 1
+        L, H, GH = self.Wh.shape
+        scratch = [np.empty(GH, self.dtype), np.empty(GH, self.dtype),
+                   np.empty(GH, self.dtype), np.empty(H, self.dtype)]
+        logits = np.empty(self.by.shape[0], self.dtype)
+        beams = [(0.0, [], token, h, c)]  # (log-prob, ids, next input, h, c)
+        for _ in range(max(length, 0)):
+            candidates = []
+            for score, ids, tok, bh, bc in beams:
+                bh, bc = bh.copy(), bc.copy()
+                stack_step(self.cell, self.table0, tok, self.Wx_up, self.b_up, self.Wh,
+                           self.bn, bh, bc, *scratch)
+                matvec_into(bh[-1], self.Wy, logits)
+                logp = (logits + self.by).astype(np.float64)
+                logp[self.banned] = -np.inf
+                logp -= np.logaddexp.reduce(logp)
+                for nxt in np.argsort(-logp, kind="stable")[:width]:
+                    candidates.append((score + logp[nxt], ids + [int(nxt)], int(nxt), bh, bc))
+            candidates.sort(key=lambda beam: -beam[0])
+            beams = candidates[:width]
+        return prefix + self.vocab.decode(beams[0][1])
+
+
+def score_text(sampler: Sampler, text: str, chunk_chars: int = 1 << 20) -> dict:
+    """Bits per character of text under the model, the state carried through the whole
+    text. Characters outside the vocabulary are counted and skipped. The first character
+    has no context and is not scored."""
+    vocab = sampler.vocab
+    h, c = sampler.zero_state()
+    total, count, unknown, previous = 0.0, 0, 0, None
+    for begin in range(0, len(text), chunk_chars):
+        ids, unknown_mask = vocab.encode(text[begin:begin + chunk_chars], skip_unknown=True)
+        unknown += int(unknown_mask.sum())
+        if previous is not None:
+            ids = np.concatenate([[previous], ids])
+        if len(ids):
+            losses = sampler.token_losses(ids, h, c)
+            total += float(losses.sum())
+            count += losses.size
+            previous = int(ids[-1])
+    nats = total / count if count else math.nan
+    return {"bits_per_char": nats / LN2, "nats_per_char": nats, "chars": count,
+            "unknown_chars": unknown}
+
+
+def score_line(sampler: Sampler, line: str) -> float:
+    """Bits per character of one line from a fresh state. A newline, when the vocabulary
+    has one, is the context the first character is predicted from, as in the corpus."""
+    context = "\n" if "\n" in sampler.vocab.chars else ""
+    ids, _ = sampler.vocab.encode(context + line, skip_unknown=True)
+    h, c = sampler.zero_state()
+    losses = sampler.token_losses(ids, h, c)
+    return float(losses.mean()) / LN2 if losses.size else math.nan

@@ -1,0 +1,247 @@
+"""The training loop, as a function of its inputs: it reports through a callback and
+prints nothing.
+
+Truncated BPTT: each step runs the model over the next (N, T) batch from the state the
+previous batch ended in, backpropagates T steps, clips the global gradient norm, and
+takes an Adam step. The state is reset only when the batch stream wraps to the start of
+the text. Everything that decides the trajectory (weights, Adam moments, step, data
+cursor, carried state, RNG state, learning-rate scale) is in the checkpoint, so a
+resumed run continues bit for bit. Validation uses its own state and never touches
+the RNG, so evaluating does not change training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .checkpoint import save_trained
+from .corpus import BatchStream
+from .model import Model
+from .optim import Adam, clip_by_global_norm, learning_rate
+
+LN2 = math.log(2.0)
+MAX_ROLLBACKS = 3
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stayed non-finite after MAX_ROLLBACKS rollbacks in a row."""
+
+
+@dataclass
+class TrainOptions:
+    seq_len: int = 64  # T: characters per stream per step (BPTT length)
+    batch_size: int = 32  # N: parallel streams per step
+    lr: float = 2e-3  # Adam base learning rate
+    lr_schedule: str = "constant"  # constant | cosine | step (see optim.learning_rate)
+    warmup: int = 0  # linear warm-up steps
+    clip: float = 5.0  # global gradient-norm clip; 0 = off
+    steps: int | None = None  # stop when the checkpoint has this many steps in total
+    time_limit: float | None = None  # stop after this many seconds of this run
+    eval_every: int = 200  # steps between validation passes; 0 = only at the end
+    save_every: int = 500  # steps between checkpoint writes; 0 = only at the end
+    val_fraction: float = 0.1  # last fraction of the corpus held out
+    val_chars: int = 0  # evaluate on at most this many validation chars; 0 = all
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = off
+    seed: int = 0
+
+
+@dataclass
+class TrainState:
+    """Counters and records that travel in the checkpoint's JSON header."""
+    step: int = 0
+    chars_seen: int = 0
+    train_seconds: float = 0.0
+    cursor: int = 0
+    rng_state: dict | None = None
+    lr_scale: float = 1.0  # halved by every divergence rollback
+    best_val_bpc: float | None = None
+    best_step: int | None = None
+    last_val_bpc: float | None = None
+    evals_since_best: int = 0
+    history: list = field(default_factory=list)  # one dict per evaluation
+
+
+def best_path(path: str) -> str:
+    """model.ckpt -> model.best.ckpt; model -> model.best."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.best{ext}"
+
+
+def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_len: int) -> float | None:
+    """Mean loss over ids in bits/char, the state carried through each of up to
+    batch_size streams; None if there is too little text."""
+    if len(ids) < 2:
+        return None
+    seq_len = min(seq_len, len(ids) - 1)
+    streams = max(1, min(batch_size, (len(ids) - 1) // seq_len))
+    stream = BatchStream(ids, streams, seq_len)
+    h, c = model.zero_state(streams)
+    total, count = 0.0, 0
+    for x, y in stream.epoch_batches():
+        _, losses, h, c = model.forward(x, y, h, c, need_grad=False)
+        total += losses.sum()
+        count += losses.size
+    return total / count / LN2
+
+
+class Trainer:
+    def __init__(self, model: Model, vocab, train_ids, val_ids, options: TrainOptions,
+                 out_path: str, state: TrainState | None = None, arrays: dict | None = None):
+        self.model, self.vocab, self.options, self.out_path = model, vocab, options, out_path
+        self.stream = BatchStream(train_ids, options.batch_size, options.seq_len)
+        self.val_ids = val_ids[: options.val_chars] if options.val_chars else val_ids
+        self.state = state or TrainState()
+        self.rng = np.random.default_rng(options.seed)
+        if self.state.rng_state is not None:
+            self.rng.bit_generator.state = self.state.rng_state
+        self.adam = Adam(model.flat.size, model.dtype)
+        self.h, self.c = model.zero_state(options.batch_size)
+        if arrays:
+            self.adam.m[:], self.adam.v[:] = arrays["adam_m"], arrays["adam_v"]
+            self.h[...], self.c[...] = arrays["state_h"], arrays["state_c"]
+        self.adam.updates = self.state.step
+        self.stream.cursor = self.state.cursor
+        self._snapshot = None
+        self._rollbacks_in_row = 0
+
+    # -- what a checkpoint holds ------------------------------------------------------
+    def training_record(self) -> dict:
+        self.state.cursor = self.stream.cursor
+        self.state.rng_state = self.rng.bit_generator.state
+        return {"options": asdict(self.options), "state": asdict(self.state)}
+
+    def save(self, path: str | None = None) -> None:
+        save_trained(path or self.out_path, self.model, self.vocab, self.training_record(),
+                     {"adam_m": self.adam.m, "adam_v": self.adam.v,
+                      "state_h": self.h, "state_c": self.c})
+
+    def take_snapshot(self) -> None:
+        self._snapshot = (self.model.flat.copy(), self.adam.m.copy(), self.adam.v.copy(),
+                          self.h.copy(), self.c.copy(), self.stream.cursor,
+                          self.rng.bit_generator.state, self.state.step, self.state.chars_seen)
+        self._rollbacks_in_row = 0
+
+    def roll_back(self) -> None:
+        flat, m, v, h, c, cursor, rng_state, step, chars = self._snapshot
+        self.model.flat[:], self.adam.m[:], self.adam.v[:] = flat, m, v
+        self.h[...], self.c[...] = h, c
+        self.stream.cursor, self.rng.bit_generator.state = cursor, rng_state
+        self.state.step, self.state.chars_seen = step, chars
+        self.adam.updates = step
+        self.state.lr_scale *= 0.5
+        self._rollbacks_in_row += 1
+
+    # -- one step -----------------------------------------------------------------------
+    def current_lr(self) -> float:
+        o = self.options
+        return self.state.lr_scale * learning_rate(self.state.step, o.lr, o.lr_schedule,
+                                                   o.steps, o.warmup)
+
+    def dropout_masks(self):
+        p, cfg = self.model.config.dropout, self.model.config
+        if not p:
+            return None
+        shape = (cfg.layers, self.options.seq_len, self.options.batch_size, cfg.hidden)
+        keep = self.rng.random(shape, dtype=np.float32) >= p
+        return keep.astype(self.model.dtype) / self.model.dtype.type(1.0 - p)
+
+    def train_step(self) -> tuple[float, float]:
+        """One update. Returns (loss in nats, gradient norm); non-finite values mean the
+        update was not applied."""
+        x, y, wrapped = self.stream.next_batch()
+        if wrapped:  # a new pass over the text: the carried state belongs elsewhere
+            self.h[...] = 0.0
+            self.c[...] = 0.0
+        loss, _, h, c = self.model.forward(x, y, self.h, self.c, self.dropout_masks())
+        self.model.backward()
+        norm = clip_by_global_norm(self.model.grad_flat, self.options.clip)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return math.nan, norm
+        self.adam.step(self.model.flat, self.model.grad_flat, self.current_lr())
+        self.h, self.c = h, c
+        self.state.step += 1
+        self.state.chars_seen += x.size
+        return loss, norm
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, on_event=lambda event: None, stop_requested=lambda: False) -> str:
+        """Train until a stop condition; returns why it stopped: "steps", "time",
+        "patience" or "interrupted". Raises TrainingDiverged."""
+        o, s = self.options, self.state
+        start = time.perf_counter()
+        seconds_before = s.train_seconds
+        self.take_snapshot()
+        on_event({"kind": "start", "step": s.step, "steps": o.steps,
+                  "params": self.model.config.parameter_count()})
+        reason, last_eval_step, train_loss_sum, train_count = "steps", None, 0.0, 0
+        while True:
+            elapsed = time.perf_counter() - start
+            if o.steps is not None and s.step >= o.steps:
+                break
+            if o.time_limit is not None and elapsed >= o.time_limit:
+                reason = "time"
+                break
+            if stop_requested():
+                reason = "interrupted"
+                break
+            loss, norm = self.train_step()
+            if not math.isfinite(loss):
+                if self._rollbacks_in_row >= MAX_ROLLBACKS:
+                    raise TrainingDiverged(
+                        f"loss is not finite after {MAX_ROLLBACKS} rollbacks in a row; the "
+                        f"last good checkpoint is {self.out_path}: lower --lr or --clip")
+                self.roll_back()
+                on_event({"kind": "rollback", "step": s.step, "lr": self.current_lr()})
+                continue
+            train_loss_sum += loss
+            train_count += 1
+            s.train_seconds = seconds_before + time.perf_counter() - start
+            on_event({"kind": "step", "step": s.step, "steps": o.steps, "loss_bpc": loss / LN2,
+                      "elapsed": time.perf_counter() - start, "time_limit": o.time_limit,
+                      "chars": x_chars(o), "lr": self.current_lr()})
+            if o.eval_every and s.step % o.eval_every == 0:
+                last_eval_step = s.step
+                if self.evaluate_and_record(train_loss_sum / train_count, on_event):
+                    reason = "patience"
+                    break
+                train_loss_sum, train_count = 0.0, 0
+            if o.save_every and s.step % o.save_every == 0:
+                self.save()
+                self.take_snapshot()
+                on_event({"kind": "save", "step": s.step, "path": self.out_path})
+        if last_eval_step != s.step and train_count:
+            self.evaluate_and_record(train_loss_sum / train_count, on_event)
+        s.train_seconds = seconds_before + time.perf_counter() - start
+        self.save()
+        on_event({"kind": "done", "step": s.step, "reason": reason, "path": self.out_path,
+                  "best_val_bpc": s.best_val_bpc, "last_val_bpc": s.last_val_bpc})
+        return reason
+
+    def evaluate_and_record(self, train_loss: float, on_event) -> bool:
+        """Validate, record history, keep the best checkpoint. Returns True when
+        patience has run out."""
+        o, s = self.options, self.state
+        val_bpc = evaluate(self.model, self.val_ids, o.batch_size, o.seq_len)
+        s.last_val_bpc = val_bpc
+        record = {"step": s.step, "seconds": round(s.train_seconds, 3),
+                  "train_bpc": train_loss / LN2, "val_bpc": val_bpc, "lr": self.current_lr()}
+        s.history.append(record)
+        improved = val_bpc is not None and (s.best_val_bpc is None or val_bpc < s.best_val_bpc)
+        if improved:
+            s.best_val_bpc, s.best_step, s.evals_since_best = val_bpc, s.step, 0
+            self.save(best_path(self.out_path))
+        elif val_bpc is not None:
+            s.evals_since_best += 1
+        on_event({"kind": "eval", **record, "best_val_bpc": s.best_val_bpc,
+                  "improved": improved})
+        return bool(o.patience) and s.evals_since_best >= o.patience
+
+
+def x_chars(options: TrainOptions) -> int:
+    """Characters consumed by one step."""
+    return options.batch_size * options.seq_len
