@@ -35,7 +35,7 @@ test: install ## run the test suite
 	$(PY) -m pytest -q
 
 demo: install data/default.txt ## train 60 s on the default corpus, then sample
-	$(VENV)/bin/charrnn train data/default.txt -o demo.ckpt --time-limit 60 --seed 1
+	$(VENV)/bin/charrnn train data/default.txt -o demo.ckpt --force --time-limit 60 --val-chars 50000 --seed 1
 	$(VENV)/bin/charrnn sample demo.ckpt -n 600 --temperature 0.8 --seed 7
 
 corpus: data/default.txt ## build data/default.txt from this Python's stdlib source
@@ -59,7 +59,7 @@ install-mpi: install ## add mpi4py and an MPICH build to the venv
 	$(PY) -m pip install -e '.[mpi]' mpich
 
 clean: ## remove build output, caches, checkpoints and derived corpora
-	rm -rf build dist *.egg-info .pytest_cache demo.ckpt demo.ckpt.tmp* \
+	rm -rf build dist *.egg-info .pytest_cache demo.ckpt demo.best.ckpt demo.ckpt.tmp* \
 		data/default.txt data/tinyshakespeare.txt data/cache
 	find . \( -path ./.git -o -path './$(VENV)' \) -prune -o \
 		\( -name __pycache__ -type d -prune -exec rm -rf {} + \) -o \

@@ -158,10 +158,11 @@ def score_text(sampler: Sampler, text: str, chunk_chars: int = 1 << 20) -> dict:
 
 
 def score_line(sampler: Sampler, line: str) -> float:
-    """Bits per character of one line from a fresh state. A newline, when the vocabulary
-    has one, is the context the first character is predicted from, as in the corpus."""
-    context = "\n" if "\n" in sampler.vocab.chars else ""
-    ids, _ = sampler.vocab.encode(context + line, skip_unknown=True)
+    """Bits per character of one line from a fresh state. When the vocabulary has a
+    newline, the line is scored as it stands in a corpus: predicted from a newline, and
+    its own closing newline predicted too (so an empty line still gets a score)."""
+    newline = "\n" if "\n" in sampler.vocab.chars else ""
+    ids, _ = sampler.vocab.encode(newline + line + newline, skip_unknown=True)
     h, c = sampler.zero_state()
     losses = sampler.token_losses(ids, h, c)
     return float(losses.mean()) / LN2 if losses.size else math.nan
