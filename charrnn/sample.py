@@ -114,8 +114,8 @@ class Sampler:
             token = self.first_token(rng)
             prefix, length = self.vocab.decode([token]), length - 1
         L, H, GH = self.Wh.shape
-        scratch = [np.empty(GH, self.dtype), np.empty(GH, self.dtype),
-                   np.empty(GH, self.dtype), np.empty(H, self.dtype)]
+        scratch = [np.empty((1, GH), self.dtype), np.empty((1, GH), self.dtype),
+                   np.empty((1, GH), self.dtype), np.empty((1, H), self.dtype)]
         logits = np.empty(self.by.shape[0], self.dtype)
         beams = [(0.0, [], token, h, c)]  # (log-prob, ids, next input, h, c)
         for _ in range(max(length, 0)):

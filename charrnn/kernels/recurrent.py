@@ -12,29 +12,29 @@ import numpy as np
 from numba import njit
 
 from . import CELL_GRU, CELL_LSTM
-from .gru import gru_row_backward, gru_row_forward
-from .lstm import lstm_row_backward, lstm_row_forward
-from .rnn import rnn_row_backward, rnn_row_forward
+from .gru import gru_block_backward, gru_block_forward
+from .lstm import lstm_block_backward, lstm_block_forward
+from .rnn import rnn_block_backward, rnn_block_forward
 
 
 @njit(cache=True)
-def cell_row_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
+def cell_block_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     if cell == CELL_LSTM:
-        lstm_row_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+        lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
     elif cell == CELL_GRU:
-        gru_row_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+        gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
     else:
-        rnn_row_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+        rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
 
 
 @njit(cache=True)
-def cell_row_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
+def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
     if cell == CELL_LSTM:
-        lstm_row_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+        lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
     elif cell == CELL_GRU:
-        gru_row_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+        gru_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
     else:
-        rnn_row_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+        rnn_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
 
 
 @njit(cache=True)
@@ -51,9 +51,7 @@ def recurrent_forward(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, gh):
         h_prev = h0 if t == 0 else hs[t - 1]
         c_prev = c0 if t == 0 else cs[t - 1]
         np.dot(h_prev, Wh, gh)
-        for n in range(N):
-            cell_row_forward(cell, gx[t, n], gh[n], bn, h_prev[n], c_prev[n],
-                             hs[t, n], cs[t, n], acts[t, n], aux[t, n])
+        cell_block_forward(cell, gx[t], gh, bn, h_prev, c_prev, hs[t], cs[t], acts[t], aux[t])
 
 
 @njit(cache=True)
@@ -77,12 +75,9 @@ def recurrent_backward(cell, Wh, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, 
     for t in range(T - 1, -1, -1):
         h_prev = h0 if t == 0 else hs[t - 1]
         c_prev = c0 if t == 0 else cs[t - 1]
-        for n in range(N):
-            for j in range(H):
-                dh[n, j] = dhs[t, n, j] + dh_carry[n, j]
-            cell_row_backward(cell, dh[n], dc[n], h_prev[n], c_prev[n], acts[t, n],
-                              aux[t, n], dgx[t, n], dgh[t, n], dh_direct[n], dc_prev[n],
-                              dbn)
+        np.add(dhs[t], dh_carry, dh)
+        cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t], aux[t], dgx[t], dgh[t],
+                            dh_direct, dc_prev, dbn)
         np.dot(dgh[t], WhT, dh_carry)
         dh_carry += dh_direct
         dc[:, :] = dc_prev
@@ -107,15 +102,17 @@ def stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux
 
     Inputs: cell code; table0 (V, GH) layer-0 input projection with bias for each token;
     token id; Wx_up (L-1, H, GH), b_up (L-1, GH) projections of layers above the first;
-    Wh (L, H, GH); bn (L, H). In/out: h, c (L, H). Scratch: gx, gh, acts (GH), aux (H).
+    Wh (L, H, GH); bn (L, H). In/out: h, c (L, H). Scratch: gx, gh, acts (1, GH),
+    aux (1, H).
     """
     L = Wh.shape[0]
     for layer in range(L):
         if layer == 0:
-            gx[:] = table0[token]
+            gx[0] = table0[token]
         else:
-            matvec_into(h[layer - 1], Wx_up[layer - 1], gx)
-            gx += b_up[layer - 1]
-        matvec_into(h[layer], Wh[layer], gh)
-        cell_row_forward(cell, gx, gh, bn[layer], h[layer], c[layer], h[layer], c[layer],
-                         acts, aux)
+            matvec_into(h[layer - 1], Wx_up[layer - 1], gx[0])
+            gx[0] += b_up[layer - 1]
+        matvec_into(h[layer], Wh[layer], gh[0])
+        state_h, state_c = h[layer:layer + 1], c[layer:layer + 1]  # (1, H) views
+        cell_block_forward(cell, gx, gh, bn[layer], state_h, state_c, state_h, state_c,
+                           acts, aux)

@@ -76,10 +76,10 @@ def generate(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, token, uniforms,
     """
     L, H, GH = Wh.shape
     V = by.shape[0]
-    gx = np.empty(GH, h.dtype)  # (GH,) scratch reused by every step
-    gh = np.empty(GH, h.dtype)
-    acts = np.empty(GH, h.dtype)
-    aux = np.empty(H, h.dtype)
+    gx = np.empty((1, GH), h.dtype)  # (1, GH) scratch reused by every step
+    gh = np.empty((1, GH), h.dtype)
+    acts = np.empty((1, GH), h.dtype)
+    aux = np.empty((1, H), h.dtype)
     logits = np.empty(V, h.dtype)
     probs = np.empty(V, np.float64)
     for i in range(out_ids.shape[0]):
@@ -101,10 +101,10 @@ def score_tokens(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, ids, h, c, losses):
     """
     L, H, GH = Wh.shape
     V = by.shape[0]
-    gx = np.empty(GH, h.dtype)
-    gh = np.empty(GH, h.dtype)
-    acts = np.empty(GH, h.dtype)
-    aux = np.empty(H, h.dtype)
+    gx = np.empty((1, GH), h.dtype)  # (1, GH) scratch reused by every step
+    gh = np.empty((1, GH), h.dtype)
+    acts = np.empty((1, GH), h.dtype)
+    aux = np.empty((1, H), h.dtype)
     logits = np.empty(V, h.dtype)
     for k in range(ids.shape[0] - 1):
         stack_step(cell, table0, ids[k], Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux)
