@@ -45,7 +45,9 @@ def _padding(size: int) -> int:
 def encode_checkpoint(header: dict, arrays: dict[str, np.ndarray]) -> bytes:
     table, offset, blobs = {}, 0, []
     for name, array in arrays.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")  # (ascontiguousarray would turn 0-d into 1-d)
         if array.dtype.name not in ALLOWED_DTYPES:
             raise TypeError(f"array {name} has unsupported dtype {array.dtype}")
         data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -65,8 +67,11 @@ def decode_checkpoint(blob: bytes, name: str = "checkpoint") -> tuple[dict, dict
     if blob[:1] == b"\x80" or blob[:2] == b"PK" or blob[:6] == b"\x93NUMPY":
         raise CheckpointError(f"{name} is a pickle or NumPy file, not a charrnn checkpoint "
                               "(charrnn never unpickles: loading a checkpoint cannot run code)")
-    if len(blob) < _PREFIX.size or blob[:8] != MAGIC:
+    if blob[:len(MAGIC)] != MAGIC:
         raise CheckpointError(f"{name} is not a charrnn checkpoint")
+    if len(blob) < _PREFIX.size:
+        raise CheckpointError(f"{name} is truncated or corrupted (only {len(blob)} bytes): "
+                              "use an earlier checkpoint, e.g. the .best one")
     _, version, header_len = _PREFIX.unpack_from(blob)
     if version > CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{name} has checkpoint format {version}, newer than this "

@@ -40,6 +40,13 @@ def set_threads(threads: int | None) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+def finite(ctx, param, value):
+    """Reject nan and inf, which FloatRange lets through (comparisons with nan are false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def fail(message: str) -> None:
     raise click.ClickException(message)
 
@@ -54,7 +61,7 @@ def load_trained_or_fail(path: str):
 
 def write_stdout(text: str) -> None:
     """Write UTF-8 whatever the locale, and flush so `| tee` shows progress."""
-    stream = click.get_binary_stream("stdout")
+    stream = sys.stdout.buffer
     stream.write(text.encode("utf-8", "surrogatepass"))
     stream.flush()
 
@@ -95,21 +102,21 @@ ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
 @click.option("--layers", type=click.IntRange(1, 16), default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--hidden", type=click.IntRange(1, 8192), default=256, show_default=True, help="Hidden units per layer.")
 @click.option("--embed", type=click.IntRange(0, 4096), default=64, show_default=True, help="Input embedding width; 0 = one-hot input.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Dropout after each layer (training only).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, callback=finite, help="Dropout after each layer (training only).")
 @click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True, help="Characters per stream per step (BPTT length).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams per step.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, callback=finite, help="Adam learning rate.")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="constant", show_default=True, help="Learning-rate schedule over --steps.")
 @click.option("--warmup", type=click.IntRange(0), default=0, show_default=True, help="Linear learning-rate warm-up steps.")
-@click.option("--clip", type=click.FloatRange(0), default=5.0, show_default=True, help="Clip the global gradient norm to this; 0 = off.")
+@click.option("--clip", type=click.FloatRange(0), default=5.0, show_default=True, callback=finite, help="Clip the global gradient norm to this; 0 = off.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Stop when the model has this many steps in total [default: 2000 unless --time-limit].")
 @click.option("--time-limit", default=None, help="Stop after this long: seconds, or 90s, 10m, 2h.")
 @click.option("--eval-every", type=click.IntRange(0), default=200, show_default=True, help="Steps between validation passes; 0 = only at the end.")
 @click.option("--save-every", type=click.IntRange(0), default=500, show_default=True, help="Steps between checkpoint writes; 0 = only at the end.")
-@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, help="Last fraction of the corpus held out for validation.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, callback=finite, help="Last fraction of the corpus held out for validation.")
 @click.option("--val-chars", type=click.IntRange(0), default=0, show_default=True, help="Validate on at most this many chars (same ones every time); 0 = all.")
 @click.option("--patience", type=click.IntRange(0), default=0, show_default=True, help="Stop after this many evaluations without improvement; 0 = never.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
 @click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True, help="What to do with undecodable bytes.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
@@ -315,14 +322,14 @@ def format_seconds(seconds: float) -> str:
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-n", "--length", type=click.IntRange(0), default=500, show_default=True, help="Characters to generate (the prime is not counted); 0 = endless.")
-@click.option("-t", "--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="Below 1: safer, more repetitive; above 1: more random.")
+@click.option("-t", "--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, callback=finite, help="Below 1: safer, more repetitive; above 1: more random.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character.")
 @click.option("--top-k", type=click.IntRange(1), default=None, help="Sample only among the K most likely characters.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Sample from the smallest set holding probability P (nucleus).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, callback=finite, help="Sample from the smallest set holding probability P (nucleus).")
 @click.option("--prime", default=None, help="Text to start from; it is printed first.")
 @click.option("--prime-file", type=click.Path(allow_dash=True, dir_okay=False), default=None, help="Read the prime from a file ('-' for stdin).")
 @click.option("--strict", is_flag=True, help="Prime characters missing from the vocabulary are an error, not a warning.")
-@click.option("--seed", type=int, default=None, help="Seed for reproducible output [default: drawn, and printed to stderr].")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Seed for reproducible output [default: drawn, and printed to stderr].")
 @click.option("--stop", "stops", multiple=True, help="End a sample right after this string (repeatable).")
 @click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="Independent samples to write.")
 @click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Written after each sample.")
@@ -437,7 +444,11 @@ def score(checkpoint, text_file, as_json, per_line, encoding):
     sampler = Sampler(model, vocab)
     try:
         if per_line:
-            for line in text.splitlines():
+            lines = text.split("\n")  # only newlines end lines (not \f, \u2028, ...)
+            if lines[-1] == "":
+                lines.pop()
+            for line in lines:
+                line = line[:-1] if line.endswith("\r") else line
                 write_stdout(f"{score_line(sampler, line):.4f}\t{line}\n")
             return
         result = score_text(sampler, text)

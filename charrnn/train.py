@@ -107,7 +107,8 @@ class Trainer:
         self.adam.updates = self.state.step
         self.stream.cursor = self.state.cursor
         self._snapshot = None
-        self._rollbacks_in_row = 0
+        self._rollbacks_in_row = 0  # rollbacks since training last got past a failure
+        self._failed_at = -1  # step count at the last non-finite loss
 
     # -- what a checkpoint holds ------------------------------------------------------
     def training_record(self) -> dict:
@@ -123,17 +124,22 @@ class Trainer:
     def take_snapshot(self) -> None:
         self._snapshot = (self.model.flat.copy(), self.adam.m.copy(), self.adam.v.copy(),
                           self.h.copy(), self.c.copy(), self.stream.cursor,
-                          self.rng.bit_generator.state, self.state.step, self.state.chars_seen)
-        self._rollbacks_in_row = 0
+                          self.rng.bit_generator.state, self.state.step, self.state.chars_seen,
+                          self.state.lr_scale)
 
-    def roll_back(self) -> None:
-        flat, m, v, h, c, cursor, rng_state, step, chars = self._snapshot
+    def restore_snapshot(self) -> None:
+        flat, m, v, h, c, cursor, rng_state, step, chars, lr_scale = self._snapshot
         self.model.flat[:], self.adam.m[:], self.adam.v[:] = flat, m, v
         self.h[...], self.c[...] = h, c
         self.stream.cursor, self.rng.bit_generator.state = cursor, rng_state
-        self.state.step, self.state.chars_seen = step, chars
+        self.state.step, self.state.chars_seen, self.state.lr_scale = step, chars, lr_scale
         self.adam.updates = step
-        self.state.lr_scale *= 0.5
+
+    def roll_back(self) -> None:
+        """Back to the last snapshot with half the learning rate in force now."""
+        lr_scale = self.state.lr_scale
+        self.restore_snapshot()
+        self.state.lr_scale = lr_scale * 0.5
         self._rollbacks_in_row += 1
 
     # -- one step -----------------------------------------------------------------------
@@ -191,13 +197,18 @@ class Trainer:
                 break
             loss, norm = self.train_step()
             if not math.isfinite(loss):
+                self._failed_at = max(self._failed_at, s.step)
                 if self._rollbacks_in_row >= MAX_ROLLBACKS:
+                    self.restore_snapshot()
+                    self.save()  # the last good state, so the run is never lost
                     raise TrainingDiverged(
                         f"loss is not finite after {MAX_ROLLBACKS} rollbacks in a row; the "
-                        f"last good checkpoint is {self.out_path}: lower --lr or --clip")
+                        f"last good state is saved in {self.out_path}: lower --lr or --clip")
                 self.roll_back()
                 on_event({"kind": "rollback", "step": s.step, "lr": self.current_lr()})
                 continue
+            if s.step > self._failed_at:
+                self._rollbacks_in_row = 0  # got past the step that failed
             train_loss_sum += loss
             train_count += 1
             s.train_seconds = seconds_before + time.perf_counter() - start

@@ -8,29 +8,29 @@ serves all three gates; the candidate's recurrent part has its own bias bn (H):
 Caches: acts (N, 3H) holds r, z, n; aux (N, H) holds gh_n + bn. The c arrays are unused.
 """
 
-import numpy as np
 from numba import njit
 
-from .lstm import sigmoid
+from .activations import sigmoid, tanh
 
 
 @njit(cache=True)
 def gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     """Inputs: gx (N, 3H) input projection with bias, gh (N, 3H) h_prev @ Wh, bn (H),
-    h_prev (N, H). Outputs: h_out (N, H; may alias h_prev), acts (N, 3H), aux (N, H).
-    c_prev/c_out untouched."""
+    h_prev (N, H). Outputs: h_out (N, H; may alias h_prev), acts (N, 3H), aux (N, H);
+    c_out = c_prev (the GRU has no cell state)."""
     N, H = h_out.shape
     for n in range(N):
         for j in range(H):
             r = sigmoid(gx[n, j] + gh[n, j])
             z = sigmoid(gx[n, H + j] + gh[n, H + j])
             hn = gh[n, 2 * H + j] + bn[j]
-            cand = np.tanh(gx[n, 2 * H + j] + r * hn)
+            cand = tanh(gx[n, 2 * H + j] + r * hn)
             acts[n, j] = r
             acts[n, H + j] = z
             acts[n, 2 * H + j] = cand
             aux[n, j] = hn
             h_out[n, j] = (1.0 - z) * cand + z * h_prev[n, j]
+            c_out[n, j] = c_prev[n, j]  # no cell state: carry c unchanged
 
 
 @njit(cache=True)

@@ -9,13 +9,9 @@ the batched training path and the one-token sampling path share it.
 Caches: acts (N, 4H) holds i, f, o, g after the call; aux (N, H) holds tanh(c).
 """
 
-import numpy as np
 from numba import njit
 
-
-@njit(cache=True, inline="always")
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+from .activations import sigmoid, tanh
 
 
 @njit(cache=True)
@@ -29,9 +25,9 @@ def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
             i = sigmoid(gx[n, j] + gh[n, j])
             f = sigmoid(gx[n, H + j] + gh[n, H + j])
             o = sigmoid(gx[n, 2 * H + j] + gh[n, 2 * H + j])
-            g = np.tanh(gx[n, 3 * H + j] + gh[n, 3 * H + j])
+            g = tanh(gx[n, 3 * H + j] + gh[n, 3 * H + j])
             c = f * c_prev[n, j] + i * g
-            tc = np.tanh(c)
+            tc = tanh(c)
             acts[n, j] = i
             acts[n, H + j] = f
             acts[n, 2 * H + j] = o

@@ -6,20 +6,22 @@ clips the global gradient norm and why the gated cells exist. acts (N, H) caches
 aux, c and bn are unused.
 """
 
-import numpy as np
 from numba import njit
+
+from .activations import tanh
 
 
 @njit(cache=True)
 def rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     """Inputs: gx (N, H) input projection with bias, gh (N, H) h_prev @ Wh. Outputs:
-    h_out (N, H; may alias h_prev), acts (N, H)."""
+    h_out (N, H; may alias h_prev), acts (N, H); c_out = c_prev."""
     N, H = h_out.shape
     for n in range(N):
         for j in range(H):
-            h = np.tanh(gx[n, j] + gh[n, j])
+            h = tanh(gx[n, j] + gh[n, j])
             acts[n, j] = h
             h_out[n, j] = h
+            c_out[n, j] = c_prev[n, j]  # no cell state: carry c unchanged
 
 
 @njit(cache=True)

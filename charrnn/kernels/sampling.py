@@ -34,7 +34,7 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
     for v in range(V):
         probs[v] = 0.0 if banned[v] else np.exp(logits[v] * inv_temperature - top)
     if (top_k > 0 and top_k < V) or top_p < 1.0:
-        order = np.argsort(-probs)  # most likely first; stable, so ties keep id order
+        order = np.argsort(-probs, kind="mergesort")  # most likely first; stable: ties keep id order
         keep = V
         if top_k > 0 and top_k < V:
             keep = top_k

@@ -1,0 +1,237 @@
+"""Sampling statistics: the decoding step (charrnn.kernels.sampling.choose_token) and the
+compiled generation loop draw from the distribution they promise.
+
+Temperature, top-k, top-p, banned ids and greedy are checked on fixed logit vectors
+against a float64 numpy oracle; then the whole generation loop (Sampler.stream) is checked
+against the model's own next-character distribution, as scoring computes it. Every
+generator is seeded, so each statistical test is deterministic: the tolerances are wide
+enough (4.5 sigma per bin, chi-square at p = 1e-4) that a correct kernel passes, and a
+wrong temperature, a mis-ordered filter or an off-by-one in the cumulative sum fails.
+"""
+
+import numpy as np
+import pytest
+from scipy.stats import chi2 as chi_square
+
+from charrnn.kernels.sampling import choose_token
+from charrnn.model import Model, ModelConfig
+from charrnn.sample import Decoding, Sampler
+from charrnn.vocab import Vocab
+
+LOGITS = np.array([1.5, -0.3, 0.8, 2.1, 0.0, -1.2], np.float32)  # 6 ids, distinct
+DRAWS = 20000
+
+
+def softmax(logits, temperature=1.0):
+    z = np.asarray(logits, np.float64) / temperature
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def filtered(logits, temperature=1.0, top_k=0, top_p=1.0, banned=()):
+    """The documented decoding order in float64: temperature, banned ids removed, top-k,
+    then the smallest nucleus of what is left holding top_p of its mass."""
+    p = softmax(logits, temperature)
+    p[list(banned)] = 0.0
+    order = np.argsort(-p, kind="stable")
+    keep = np.count_nonzero(p)
+    if top_k:
+        keep = min(keep, top_k)
+    if top_p < 1.0:
+        mass = np.cumsum(p[order[:keep]])
+        keep = int(np.searchsorted(mass, top_p * mass[-1])) + 1
+    out = np.zeros_like(p)
+    out[order[:keep]] = p[order[:keep]]
+    return out / out.sum()
+
+
+def draw(logits, n=DRAWS, temperature=1.0, top_k=0, top_p=1.0, banned=(), greedy=False, seed=0):
+    """Counts per id of n choose_token calls fed uniforms from a seeded generator."""
+    logits = np.asarray(logits, np.float32)
+    mask = np.zeros(len(logits), np.bool_)
+    mask[list(banned)] = True
+    probs = np.empty(len(logits), np.float64)  # (V,) kernel scratch
+    uniforms = np.random.default_rng(seed).random(n)
+    ids = [choose_token(logits, u, 1.0 / temperature, top_k, top_p, greedy, mask, probs)
+           for u in uniforms]
+    return np.bincount(ids, minlength=len(logits))
+
+
+def assert_matches(counts, expected):
+    """Every id inside 4.5 binomial sigmas, ids of probability 0 never drawn, and the
+    chi-square statistic over the ids expected at least 5 times below its 1e-4 critical
+    value."""
+    n = counts.sum()
+    impossible = expected == 0
+    drawn_but_excluded = np.flatnonzero(impossible & (counts > 0))
+    assert drawn_but_excluded.size == 0, f"drew excluded ids {drawn_but_excluded}"
+    possible = ~impossible
+    mean = n * expected[possible]
+    sigma = np.sqrt(n * expected[possible] * (1 - expected[possible]))
+    assert np.all(np.abs(counts[possible] - mean) <= 4.5 * sigma + 1e-9), (counts, mean)
+    bins = mean >= 5
+    dof = int(bins.sum()) - 1
+    if dof:
+        chi2 = float(((counts[possible][bins] - mean[bins]) ** 2 / mean[bins]).sum())
+        assert chi2 < chi_square.isf(1e-4, dof), f"chi-square {chi2:.1f} over {dof} dof"
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_frequencies_follow_softmax_with_temperature(temperature):
+    assert_matches(draw(LOGITS, temperature=temperature), softmax(LOGITS, temperature))
+
+
+def test_temperature_is_a_divisor_not_a_multiplier():
+    # Guards the oracle itself: T = 0.5 and T = 2 are far apart, so the test above would
+    # notice a kernel that multiplied by T instead of dividing.
+    assert np.abs(softmax(LOGITS, 0.5) - softmax(LOGITS, 2.0)).max() > 0.2
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3, 5])
+def test_top_k_draws_only_the_k_most_likely(top_k):
+    expected = filtered(LOGITS, top_k=top_k)
+    assert np.count_nonzero(expected) == top_k
+    assert_matches(draw(LOGITS, top_k=top_k), expected)
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.6, 0.9])
+def test_top_p_draws_only_the_nucleus(top_p):
+    expected = filtered(LOGITS, top_p=top_p)
+    assert 0 < np.count_nonzero(expected) < len(LOGITS)
+    assert_matches(draw(LOGITS, top_p=top_p), expected)
+
+
+def test_temperature_then_top_k_then_top_p():
+    # At T = 0.5, top-3 keeps ids 3, 0, 2 (mass .727, .219, .054 once renormalised), and a
+    # nucleus of 0.94 of that keeps 3 and 0. Top-p over the unfiltered mass (.715, .930),
+    # top-p before top-k, or the temperature applied late, all keep 3, 0 and 2.
+    expected = filtered(LOGITS, temperature=0.5, top_k=3, top_p=0.94)
+    assert set(np.flatnonzero(expected)) == {3, 0}
+    assert set(np.flatnonzero(filtered(LOGITS, temperature=0.5, top_p=0.94))) == {3, 0, 2}
+    assert set(np.flatnonzero(filtered(LOGITS, top_k=3, top_p=0.94))) == {3, 0, 2}
+    assert_matches(draw(LOGITS, temperature=0.5, top_k=3, top_p=0.94), expected)
+
+
+@pytest.mark.parametrize("u", [0.0, 0.5, float(np.nextafter(1.0, 0.0))])
+@pytest.mark.parametrize("top_k, top_p", [(2, 1.0), (0, 0.5), (4, 0.7)])
+def test_extreme_uniforms_never_pick_an_excluded_id(u, top_k, top_p):
+    mask = np.zeros(len(LOGITS), np.bool_)
+    probs = np.empty(len(LOGITS))
+    token = choose_token(LOGITS, u, 1.0, top_k, top_p, False, mask, probs)
+    assert filtered(LOGITS, top_k=top_k, top_p=top_p)[token] > 0
+
+
+def test_banned_ids_are_never_emitted_even_when_most_likely():
+    banned = (3, 5)  # 3 has the largest logit
+    expected = filtered(LOGITS, banned=banned)
+    assert_matches(draw(LOGITS, banned=banned), expected)
+    assert_matches(draw(LOGITS, banned=banned, top_k=2), filtered(LOGITS, banned=banned, top_k=2))
+    assert draw(LOGITS, n=50, banned=banned, greedy=True)[0] == 50  # id 0 is next best
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0])
+def test_greedy_returns_the_arg_max_whatever_the_uniform(temperature):
+    counts = draw(LOGITS, n=200, temperature=temperature, greedy=True)
+    assert counts[int(np.argmax(LOGITS))] == 200
+
+
+def test_tiny_top_p_and_top_k_1_equal_greedy():
+    for seed in range(20):
+        logits = np.random.default_rng(seed).normal(size=40).astype(np.float32)
+        greedy = int(np.argmax(draw(logits, n=1, greedy=True, seed=seed)))
+        assert greedy == int(np.argmax(logits))
+        assert draw(logits, n=30, top_k=1, seed=seed)[greedy] == 30
+        assert draw(logits, n=30, top_p=1e-6, seed=seed)[greedy] == 30
+
+
+@pytest.mark.parametrize("V", [16, 40])
+def test_top_k_1_equals_greedy_when_the_maximum_is_tied(V):
+    logits = np.zeros(V, np.float32)  # every id tied: greedy takes the lowest, id 0
+    assert draw(logits, n=1, greedy=True)[0] == 1
+    assert draw(logits, n=20, top_k=1)[0] == 20
+    assert draw(logits, n=20, top_p=1e-6)[0] == 20
+
+
+# ----------------------------------------------------- the generation loop, end to end
+CHARS = "\n abcdefgh"
+
+
+@pytest.fixture(scope="module", params=[("lstm", 4), ("gru", 4), ("rnn", 4), ("lstm", 0)],
+                ids=["lstm", "gru", "rnn", "lstm-onehot"])
+def toy_model(request):
+    """A randomly initialised 2-layer model and its vocabulary: sampling must follow the
+    model whatever it learnt."""
+    cell, embed = request.param
+    vocab = Vocab.from_text(CHARS * 3)
+    model = Model(ModelConfig(cell=cell, vocab_size=vocab.size, hidden=8, layers=2,
+                              embed=embed))
+    rng = np.random.default_rng(3)
+    model.initialise(rng)
+    # A peaked, state-dependent distribution, so that temperature and the prime matter.
+    model.params["Wy"][...] *= 6.0
+    model.params["by"][...] = rng.normal(0.0, 1.0, vocab.size)
+    return model, vocab
+
+
+@pytest.fixture(scope="module")
+def sampler(toy_model):
+    return Sampler(*toy_model)
+
+
+def test_one_token_steps_equal_the_batched_forward(toy_model, sampler):
+    # Scoring and generation run the compiled one-token step; training runs the batched
+    # (N, T) forward. Both must compute the same next-character losses.
+    ids, _ = sampler.vocab.encode("abc defg\nhhab a")
+    h, c = sampler.zero_state()
+    stepped = sampler.token_losses(ids, h, c)
+    model = toy_model[0]
+    h0, c0 = model.zero_state(1)
+    ids = np.asarray(ids, np.int64)
+    _, batched, h_final, c_final = model.forward(ids[None, :-1], ids[None, 1:], h0, c0,
+                                                 need_grad=False)
+    np.testing.assert_allclose(stepped, batched, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, h_final[:, 0], rtol=1e-5, atol=1e-6)  # state carried out
+
+
+def next_char_distribution(sampler, prime_ids):
+    """p(c | prime) for every id, from the scoring path: exp(-loss of prime + c)."""
+    p = np.empty(sampler.vocab.size)
+    for c in range(sampler.vocab.size):
+        h, cell = sampler.zero_state()
+        p[c] = np.exp(-sampler.token_losses(np.append(prime_ids, c), h, cell)[-1])
+    return p
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_generated_first_character_follows_the_model(sampler, temperature):
+    prime_ids, _ = sampler.vocab.encode("ab c")
+    p = next_char_distribution(sampler, prime_ids)
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    expected = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    rng = np.random.default_rng(11)
+    n, counts = 4000, np.zeros(sampler.vocab.size, np.int64)
+    for _ in range(n):
+        (text,) = sampler.stream(prime_ids, 1, Decoding(temperature), rng)
+        counts[sampler.vocab.chars.index(text)] += 1
+    assert_matches(counts, expected)
+
+
+def test_greedy_generation_takes_the_most_likely_character_each_step(sampler):
+    prime_ids, _ = sampler.vocab.encode("ba")
+    text = "".join(sampler.stream(prime_ids, 8, Decoding(greedy=True), np.random.default_rng(0)))
+    assert len(text) == 8
+    ids = list(prime_ids)
+    for ch in text:
+        p = next_char_distribution(sampler, np.array(ids))
+        assert sampler.vocab.chars[int(np.argmax(p))] == ch
+        ids.append(sampler.vocab.chars.index(ch))
+
+
+def test_same_rng_seed_same_text_and_streaming_chunks_join_up(sampler):
+    prime_ids, _ = sampler.vocab.encode("a")
+    one = list(sampler.stream(prime_ids, 300, Decoding(0.8), np.random.default_rng(5)))
+    two = list(sampler.stream(prime_ids, 300, Decoding(0.8), np.random.default_rng(5)))
+    assert one == two
+    assert len(one) > 1 and len("".join(one)) == 300  # streamed in several pieces
+    other = "".join(sampler.stream(prime_ids, 300, Decoding(0.8), np.random.default_rng(6)))
+    assert other != "".join(one)
