@@ -149,6 +149,10 @@ def train(ctx, corpus, output, resume, force, threads, quiet, log_path, encoding
     if exists and not is_checkpoint_file(output):
         fail(f"{output} exists and is not a charrnn checkpoint: refusing to overwrite it; "
              "choose another --output")
+    from .train import best_path
+    if os.path.exists(best_path(output)) and not is_checkpoint_file(best_path(output)):
+        fail(f"{best_path(output)} exists and is not a charrnn checkpoint: refusing to "
+             "overwrite it; choose another --output")
     if resume and not exists:
         fail(f"--resume: {output} does not exist; drop --resume to start a new model")
     if exists and not resume and not force:
@@ -332,7 +336,7 @@ def format_seconds(seconds: float) -> str:
 @click.option("--seed", type=click.IntRange(0), default=None, help="Seed for reproducible output [default: drawn, and printed to stderr].")
 @click.option("--stop", "stops", multiple=True, help="End a sample right after this string (repeatable).")
 @click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True, help="Independent samples to write.")
-@click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Written after each sample.")
+@click.option("--separator", default="\n\n", show_default=repr("\n\n"), help="Written between samples (and after the last one on a terminal).")
 @click.option("--beam", type=click.IntRange(1), default=None, help="Beam search of this width for the most likely continuation.")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True, help="jsonl: one {\"text\", \"seed\"} object per sample.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
@@ -387,9 +391,14 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
                 write_stdout(json.dumps({"text": text, "seed": seed, "index": index},
                                         ensure_ascii=False) + "\n")
             else:
+                # Between samples only, so `-n 300` writes exactly 300 characters to a
+                # pipe; on a terminal the last one too, to leave the prompt on its own line.
+                if index:
+                    write_stdout(separator)
                 for piece in pieces:
                     write_stdout(piece)
-                write_stdout(separator)
+        if fmt == "text" and sys.stdout.isatty():
+            write_stdout(separator or "\n")
     except BrokenPipeError:
         quiet_broken_pipe()
     except KeyboardInterrupt:
@@ -507,6 +516,29 @@ def info(checkpoint, as_json):
         f"file format   {CHECKPOINT_FORMAT_VERSION}",
     ]
     write_stdout("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- bench
+@cli.command()
+@click.option("--config", "configs", type=click.Choice(["S", "M", "L", "B1", "all"]), multiple=True, default=["M"], show_default=True, help="Model/batch configuration(s) to time (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per configuration.")
+@click.option("--seconds", type=click.FloatRange(0.5), default=5.0, show_default=True, help="Timed seconds per measurement (after a burn-in).")
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch peer even when it is installed.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
+def bench(configs, as_json, seconds, no_torch, threads):
+    """Time training and sampling throughput, side by side with PyTorch if installed.
+
+    \b
+    charrnn bench --config M
+    make bench        # every config, BLAS overrides removed
+    """
+    set_threads(threads)
+    from .bench import CONFIGS, format_row, run_config
+
+    names = list(CONFIGS) if "all" in configs else list(dict.fromkeys(configs))
+    for name in names:
+        row = run_config(name, seconds, with_torch=not no_torch)
+        write_stdout((json.dumps(row) if as_json else format_row(row)) + "\n")
 
 
 def sparkline(values) -> str:

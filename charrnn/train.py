@@ -133,6 +133,7 @@ class Trainer:
         self.h[...], self.c[...] = h, c
         self.stream.cursor, self.rng.bit_generator.state = cursor, rng_state
         self.state.step, self.state.chars_seen, self.state.lr_scale = step, chars, lr_scale
+        self.state.history = [record for record in self.state.history if record["step"] <= step]
         self.adam.updates = step
 
     def roll_back(self) -> None:
