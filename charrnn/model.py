@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU, CELL_LSTM
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
 from .kernels.recurrent import recurrent_backward, recurrent_forward
@@ -140,7 +141,7 @@ class Model:
                 gather_rows_plus(p["Wx0"], xs, p["b0"], gx)
             else:
                 x = p["embed"][xs] if layer == 0 else x  # (M, D)
-                np.matmul(x, p[f"Wx{layer}"], out=gx)
+                parallel.matmul(x, p[f"Wx{layer}"], gx)
                 gx += p[f"b{layer}"]
             inputs.append(x)
             hs = np.empty((T, N, H), self.dtype)  # (T, N, H) outputs per step
@@ -148,15 +149,18 @@ class Model:
             acts = np.empty((T, N, GH), self.dtype)
             aux = np.empty((T, N, H), self.dtype)
             bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
-            recurrent_forward(cell, gx.reshape(T, N, GH), p[f"Wh{layer}"], bn, h0[layer],
-                              c0[layer], hs, cs, acts, aux, gh)
+            parallel.run_parts(recurrent_forward, [
+                (cell, gx.reshape(T, N, GH), p[f"Wh{layer}"], bn, h0[layer], c0[layer], hs, cs,
+                 acts, aux, gh, lo, hi) for lo, hi in parallel.row_ranges(N, 1)])
             layer_caches.append((hs, cs, acts, aux))
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
-        logits = x @ p["Wy"]  # (M, V)
+        logits = parallel.matmul(x, p["Wy"], np.empty((M, cfg.vocab_size), self.dtype))
         logits += p["by"]
         losses = np.empty(M, np.float64)
-        softmax_xent(logits, ys, 1.0 / M if need_grad else 0.0, losses)
+        scale = 1.0 / M if need_grad else 0.0
+        parallel.run_parts(softmax_xent, [(logits[lo:hi], ys[lo:hi], scale, losses[lo:hi])
+                                          for lo, hi in parallel.row_ranges(M, 256)])
         h_final = np.stack([hs[-1] for hs, _, _, _ in layer_caches])
         c_final = np.stack([cs[-1] for _, cs, _, _ in layer_caches])
         self._cache = (xs, h0, c0, masks, inputs, layer_caches, x, logits) if need_grad else None
@@ -173,9 +177,10 @@ class Model:
         M, GH, T = xs.shape[0], cfg.gates * cfg.hidden, xs.shape[0] // N
         cell = CELL_CODES[cfg.cell]
         self.grad_flat[:] = 0.0
-        np.matmul(top.T, dlogits, out=g["Wy"])
+        parallel.matmul_tn(top, dlogits, g["Wy"])
         dlogits.sum(axis=0, out=g["by"])
-        dx = dlogits @ p["Wy"].T  # (M, H) gradient w.r.t. the top layer's output
+        # (M, H) gradient w.r.t. the top layer's output
+        dx = parallel.matmul(dlogits, p["Wy"].T, np.empty((M, H), self.dtype))
         dh0 = np.empty_like(h0)
         dc0 = np.empty_like(c0)
         dgx = np.empty((T, N, GH), self.dtype)  # reused by every layer
@@ -185,22 +190,30 @@ class Model:
             dhs = dx.reshape(T, N, H)
             if masks is not None:
                 dhs = dhs * masks[layer]
-            dbn = g[f"bn{layer}"] if cell == CELL_GRU else np.zeros(H, self.dtype)
-            recurrent_backward(cell, p[f"Wh{layer}"], h0[layer], c0[layer], hs, cs, acts,
-                               aux, np.ascontiguousarray(dhs), dgx, dgh, dh0[layer],
-                               dc0[layer], dbn)
+            dhs = np.ascontiguousarray(dhs)
+            WhT = np.ascontiguousarray(p[f"Wh{layer}"].T)  # (GH, H)
+            ranges = parallel.row_ranges(N, 1)
+            dbn_parts = np.zeros((len(ranges), H), self.dtype)  # one private dbn per thread
+            parallel.run_parts(recurrent_backward, [
+                (cell, WhT, h0[layer], c0[layer], hs, cs, acts, aux, dhs, dgx, dgh, dh0[layer],
+                 dc0[layer], dbn_parts[k], lo, hi) for k, (lo, hi) in enumerate(ranges)])
+            if cell == CELL_GRU:
+                dbn_parts.sum(axis=0, out=g[f"bn{layer}"])
             dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)
             # dWh = sum_t h_{t-1}^T dgh_t as two GEMMs: the first step, then the rest.
             dWh = g[f"Wh{layer}"]
-            np.matmul(h0[layer].T, dgh[0], out=dWh)
             if T > 1:
-                dWh += hs[:-1].reshape(M - N, H).T @ dgh_rows[N:]
+                parallel.matmul_tn(hs[:-1].reshape(M - N, H), dgh_rows[N:], dWh)
+                dWh += h0[layer].T @ dgh[0]
+            else:
+                np.matmul(h0[layer].T, dgh[0], out=dWh)
             dgx_rows.sum(axis=0, out=g[f"b{layer}"])
             if layer == 0 and not cfg.embed:
                 scatter_add_rows(xs, dgx_rows, g["Wx0"])
                 continue
-            np.matmul(inputs[layer].T, dgx_rows, out=g[f"Wx{layer}"])
-            dx = dgx_rows @ p[f"Wx{layer}"].T  # (M, D)
+            parallel.matmul_tn(inputs[layer], dgx_rows, g[f"Wx{layer}"])
+            dx = parallel.matmul(dgx_rows, p[f"Wx{layer}"].T,
+                                 np.empty((M, inputs[layer].shape[1]), self.dtype))  # (M, D)
             if layer == 0:
                 scatter_add_rows(xs, dx, g["embed"])
         return dh0, dc0

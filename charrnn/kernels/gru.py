@@ -13,7 +13,7 @@ from numba import njit
 from .activations import sigmoid, tanh
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     """Inputs: gx (N, 3H) input projection with bias, gh (N, 3H) h_prev @ Wh, bn (H),
     h_prev (N, H). Outputs: h_out (N, H; may alias h_prev), acts (N, 3H), aux (N, H);
@@ -33,7 +33,7 @@ def gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
             c_out[n, j] = c_prev[n, j]  # no cell state: carry c unchanged
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gru_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
     """Inputs: dh (N, H) gradient w.r.t. this step's h; h_prev (N, H); acts (N, 3H),
     aux (N, H). Outputs: dgx (N, 3H) gradient w.r.t. the input projection, dgh (N, 3H)

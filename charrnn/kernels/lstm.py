@@ -14,30 +14,32 @@ from numba import njit
 from .activations import sigmoid, tanh
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     """Inputs: gx (N, 4H) input projection with bias, gh (N, 4H) h_prev @ Wh, bn unused,
     h_prev, c_prev (N, H). Outputs: h_out, c_out (N, H), acts (N, 4H), aux (N, H).
-    h_out/c_out may alias h_prev/c_prev: each element is read before it is written."""
+    h_out/c_out may alias h_prev/c_prev: each element is read before it is written.
+    Written as short passes over few arrays each: LLVM vectorises those, but gives up on
+    one loop that touches nine arrays (too many runtime alias checks), measured 1.8x."""
     N, H = h_out.shape
     for n in range(N):
+        a, x, r = acts[n], gx[n], gh[n]
+        for j in range(4 * H):
+            a[j] = x[j] + r[j]
+        for j in range(3 * H):
+            a[j] = sigmoid(a[j])
+        for j in range(3 * H, 4 * H):
+            a[j] = tanh(a[j])
+        cp, co, ho, tc = c_prev[n], c_out[n], h_out[n], aux[n]
         for j in range(H):
-            i = sigmoid(gx[n, j] + gh[n, j])
-            f = sigmoid(gx[n, H + j] + gh[n, H + j])
-            o = sigmoid(gx[n, 2 * H + j] + gh[n, 2 * H + j])
-            g = tanh(gx[n, 3 * H + j] + gh[n, 3 * H + j])
-            c = f * c_prev[n, j] + i * g
-            tc = tanh(c)
-            acts[n, j] = i
-            acts[n, H + j] = f
-            acts[n, 2 * H + j] = o
-            acts[n, 3 * H + j] = g
-            aux[n, j] = tc
-            c_out[n, j] = c
-            h_out[n, j] = o * tc
+            co[j] = a[H + j] * cp[j] + a[j] * a[3 * H + j]
+        for j in range(H):
+            tc[j] = tanh(co[j])
+        for j in range(H):
+            ho[j] = a[2 * H + j] * tc[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
     """Inputs: dh, dc (N, H) gradients w.r.t. this step's h and c; h_prev, c_prev (N, H);
     acts (N, 4H) and aux (N, H) from the forward. Outputs: dgx = dgh (N, 4H) gradient

@@ -17,7 +17,7 @@ from .lstm import lstm_block_backward, lstm_block_forward
 from .rnn import rnn_block_backward, rnn_block_forward
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cell_block_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     if cell == CELL_LSTM:
         lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
@@ -27,7 +27,7 @@ def cell_block_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux
         rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
     if cell == CELL_LSTM:
         lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
@@ -37,55 +37,59 @@ def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_di
         rnn_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
 
 
-@njit(cache=True)
-def recurrent_forward(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, gh):
-    """Run one layer over a whole sequence.
+@njit(cache=True, error_model="numpy", nogil=True)
+def recurrent_forward(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, gh, lo, hi):
+    """Run one layer over a whole sequence, for batch rows lo:hi.
 
     Inputs: cell code; gx (T, N, GH) input projections including bias; Wh (H, GH);
     bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H) initial state.
     Outputs: hs, cs (T, N, H) states after each step; acts (T, N, GH) and aux (T, N, H)
-    caches for the backward; gh (N, GH) scratch.
+    caches for the backward; gh (N, GH) scratch. Only rows lo:hi are read or written.
+    Batch rows never interact, so callers run disjoint row ranges on separate threads
+    (the GIL is released) with no synchronisation per time step. Slicing per step keeps
+    every view C-contiguous, so np.dot never copies.
     """
-    T, N = gx.shape[0], gx.shape[1]
-    for t in range(T):
-        h_prev = h0 if t == 0 else hs[t - 1]
-        c_prev = c0 if t == 0 else cs[t - 1]
-        np.dot(h_prev, Wh, gh)
-        cell_block_forward(cell, gx[t], gh, bn, h_prev, c_prev, hs[t], cs[t], acts[t], aux[t])
+    for t in range(gx.shape[0]):
+        h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
+        c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
+        np.dot(h_prev, Wh, gh[lo:hi])
+        cell_block_forward(cell, gx[t, lo:hi], gh[lo:hi], bn, h_prev, c_prev, hs[t, lo:hi],
+                           cs[t, lo:hi], acts[t, lo:hi], aux[t, lo:hi])
 
 
-@njit(cache=True)
-def recurrent_backward(cell, Wh, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0, dbn):
-    """Backpropagate one layer through time.
+@njit(cache=True, error_model="numpy", nogil=True)
+def recurrent_backward(cell, WhT, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0, dbn,
+                       lo, hi):
+    """Backpropagate one layer through time, for batch rows lo:hi.
 
-    Inputs: cell code; Wh (H, GH); h0, c0 (N, H); hs, cs, acts, aux from
-    recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h (from the layer
-    above or the output projection). The final state gets no gradient (truncated BPTT).
-    Outputs: dgx (T, N, GH) gradient w.r.t. gx; dgh (T, N, GH) w.r.t. h_prev @ Wh (may be
-    the same array as dgx for LSTM and RNN, where the two are equal); dh0, dc0 (N, H);
-    dbn (H) accumulated.
+    Inputs: cell code; WhT (GH, H) = Wh.T, contiguous; h0, c0 (N, H); hs, cs, acts, aux
+    from recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h (from the
+    layer above or the output projection). The final state gets no gradient (truncated
+    BPTT). Outputs: dgx (T, N, GH) gradient w.r.t. gx; dgh (T, N, GH) w.r.t.
+    h_prev @ Wh (may be the same array as dgx for LSTM and RNN, where the two are
+    equal); dh0, dc0 (N, H); dbn (H) accumulated (give each thread its own).
     """
-    T, N, H = hs.shape
-    WhT = np.ascontiguousarray(Wh.T)  # (GH, H): makes dh_prev = dgh @ Wh.T one GEMM
-    dh = np.empty((N, H), hs.dtype)  # (N, H) gradient w.r.t. h at step t
-    dc = np.zeros((N, H), hs.dtype)  # (N, H) gradient w.r.t. c at step t
-    dc_prev = np.empty((N, H), hs.dtype)
-    dh_direct = np.empty((N, H), hs.dtype)  # (N, H) dh_prev not through Wh (GRU only)
-    dh_carry = np.zeros((N, H), hs.dtype)  # (N, H) dh flowing back from step t + 1
+    T, H = hs.shape[0], hs.shape[2]
+    rows = hi - lo
+    dh = np.empty((rows, H), hs.dtype)  # (rows, H) gradient w.r.t. h at step t
+    dc = np.zeros((rows, H), hs.dtype)  # (rows, H) gradient w.r.t. c at step t
+    dc_prev = np.empty((rows, H), hs.dtype)
+    dh_direct = np.empty((rows, H), hs.dtype)  # (rows, H) dh_prev not through Wh (GRU)
+    dh_carry = np.zeros((rows, H), hs.dtype)  # (rows, H) dh flowing back from step t + 1
     for t in range(T - 1, -1, -1):
-        h_prev = h0 if t == 0 else hs[t - 1]
-        c_prev = c0 if t == 0 else cs[t - 1]
-        np.add(dhs[t], dh_carry, dh)
-        cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t], aux[t], dgx[t], dgh[t],
-                            dh_direct, dc_prev, dbn)
-        np.dot(dgh[t], WhT, dh_carry)
+        h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
+        c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
+        np.add(dhs[t, lo:hi], dh_carry, dh)
+        cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t, lo:hi], aux[t, lo:hi],
+                            dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn)
+        np.dot(dgh[t, lo:hi], WhT, dh_carry)
         dh_carry += dh_direct
         dc[:, :] = dc_prev
-    dh0[:, :] = dh_carry
-    dc0[:, :] = dc
+    dh0[lo:hi] = dh_carry
+    dc0[lo:hi] = dc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def matvec_into(x, W, out):
     """out (M) = x (K) @ W (K, M), written as K row updates so it vectorises without
     reassociating sums; for one-row products this beats a BLAS call's overhead."""
@@ -96,7 +100,7 @@ def matvec_into(x, W, out):
             out[m] += xk * W[k, m]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux):
     """Advance every layer of a stack by one token (used for sampling and scoring).
 

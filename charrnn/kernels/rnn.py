@@ -11,7 +11,7 @@ from numba import njit
 from .activations import tanh
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     """Inputs: gx (N, H) input projection with bias, gh (N, H) h_prev @ Wh. Outputs:
     h_out (N, H; may alias h_prev), acts (N, H); c_out = c_prev."""
@@ -24,7 +24,7 @@ def rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
             c_out[n, j] = c_prev[n, j]  # no cell state: carry c unchanged
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rnn_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
     """Inputs: dh (N, H), acts (N, H) from the forward. Outputs: dgx = dgh (N, H);
     dh_direct, dc_prev zeroed."""
