@@ -90,6 +90,7 @@ def cli():
 
 # --------------------------------------------------------------------------- train
 ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
+VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigger
 
 
 @cli.command()
@@ -98,11 +99,14 @@ ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
               help="Checkpoint to write (also OUT.best for the best validation loss).")
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output exactly where it stopped.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at --output without resuming it.")
+@click.option("--init-from", type=click.Path(), default=None, help="Fine-tune: start from this checkpoint's weights and architecture; characters are matched by character, new ones get fresh rows.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True, help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(1, 16), default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--hidden", type=click.IntRange(1, 8192), default=256, show_default=True, help="Hidden units per layer.")
 @click.option("--embed", type=click.IntRange(0, 4096), default=64, show_default=True, help="Input embedding width; 0 = one-hot input.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, callback=finite, help="Dropout after each layer (training only).")
+@click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep only this many of the most frequent characters; the rest become one unknown symbol, never sampled [default: all].")
+@click.option("--min-count", type=click.IntRange(1), default=1, show_default=True, help="Characters seen fewer times than this become the unknown symbol.")
 @click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True, help="Characters per stream per step (BPTT length).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams per step.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, callback=finite, help="Adam learning rate.")
@@ -114,7 +118,7 @@ ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
 @click.option("--eval-every", type=click.IntRange(0), default=200, show_default=True, help="Steps between validation passes; 0 = only at the end.")
 @click.option("--save-every", type=click.IntRange(0), default=500, show_default=True, help="Steps between checkpoint writes; 0 = only at the end.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, callback=finite, help="Last fraction of the corpus held out for validation.")
-@click.option("--val-chars", type=click.IntRange(0), default=0, show_default=True, help="Validate on at most this many chars (same ones every time); 0 = all.")
+@click.option("--val-chars", type=click.IntRange(0), default=0, help=f"Validate on at most this many chars (same ones every time); 0 = all [default: all, up to {VAL_CHARS_CAP:,}].")
 @click.option("--patience", type=click.IntRange(0), default=0, show_default=True, help="Stop after this many evaluations without improvement; 0 = never.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
@@ -123,78 +127,68 @@ ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, help="Append one JSON object per evaluation to this file.")
 @click.pass_context
-def train(ctx, corpus, output, resume, force, threads, quiet, log_path, encoding, errors, time_limit, **flags):
+def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, threads, quiet,
+          log_path, encoding, errors, time_limit, **flags):
     """Train a model on a text file (or '-' for stdin) and save a checkpoint.
 
     \b
     charrnn train corpus.txt -o model.ckpt --steps 2000
     charrnn train corpus.txt -o model.ckpt --time-limit 10m --cell gru
     charrnn train corpus.txt -o model.ckpt --resume --steps 4000
+    cat a.txt b.txt | charrnn train - -o model.ckpt --max-vocab 3000
+    charrnn train new.txt -o new.ckpt --init-from old.ckpt --steps 500
     """
     set_threads(threads)
-    import numpy as np
-
-    from .checkpoint import is_checkpoint_file
-    from .corpus import CorpusError, corpus_ids, read_text, split_ids
-    from .model import Model, ModelConfig
-    from .train import Trainer, TrainingDiverged, TrainOptions, TrainState
-    from .vocab import Vocab
+    from .corpus import Corpus, CorpusError, split_ids
+    from .train import Trainer, TrainingDiverged
 
     time_limit = parse_duration(time_limit)
     given = {name for name in flags
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    if os.path.isdir(output):
-        raise click.BadParameter(f"{output} is a directory", param_hint="--output")
-    exists = os.path.exists(output)
-    if exists and not is_checkpoint_file(output):
-        fail(f"{output} exists and is not a charrnn checkpoint: refusing to overwrite it; "
-             "choose another --output")
-    from .train import best_path
-    if os.path.exists(best_path(output)) and not is_checkpoint_file(best_path(output)):
-        fail(f"{best_path(output)} exists and is not a charrnn checkpoint: refusing to "
-             "overwrite it; choose another --output")
-    if resume and not exists:
-        fail(f"--resume: {output} does not exist; drop --resume to start a new model")
-    if exists and not resume and not force:
-        fail(f"{output} already exists: add --resume to continue it or --force to replace it")
+    if resume and init_from:
+        raise click.UsageError("--resume continues --output itself and --init-from starts a "
+                               "new run from another checkpoint: give one of them")
+    refuse_to_overwrite(output, resume, force)
+    # A bad checkpoint fails before a big corpus is read.
+    base = load_trained_or_fail(output if resume else init_from) if resume or init_from \
+        else None
+    clock = time.perf_counter()
+    notes = []  # (line, shown even with --quiet): printed once nothing can fail
+    vocab_given = {name for name in ("max_vocab", "min_count")
+                   if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:
-        text = read_text(corpus, encoding, errors)
+        with Corpus(corpus, encoding, errors) as text:
+            vocab = corpus_vocab(text, max_vocab, min_count, notes) \
+                if not resume or vocab_given else None
+            if resume:
+                model, vocab, options, state, arrays = resumed_run(
+                    base, output, text, vocab, vocab_given, flags, given, time_limit)
+            else:
+                model, options = new_run(base, init_from, text, vocab, flags, given,
+                                         time_limit, notes)
+                state, arrays = None, None
+            ids = text.ids(vocab)
+            notes.insert(0, (f"corpus {text.name}: {text.n_chars:,} chars, "
+                             f"{len(text.counts):,} distinct; ids "
+                             f"{'reused from' if text.ids_cached else 'cached in'} "
+                             f"{text.ids_path(vocab)} ({time.perf_counter() - clock:.1f} s)",
+                             False))
     except CorpusError as error:
         fail(str(error))
-    if resume:
-        model, vocab, record, arrays = load_trained_or_fail(output)
-        conflicts = [f"--{name.replace('_', '-')}" for name in ARCHITECTURE
-                     if name in given and flags[name] != getattr(model.config, name)]
-        if conflicts:
-            raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture "
-                                   f"stored in {output}; drop them when resuming")
-        saved = dict(record.get("options", {}))
-        saved.update({name: flags[name] for name in given if name in saved})
-        saved["time_limit"] = time_limit
-        if "steps" in given or time_limit is not None:
-            saved["steps"] = flags["steps"]
-        options = TrainOptions(**saved)
-        state = TrainState(**record["state"])
-        ids, missing = corpus_ids(text, vocab)
-        if missing:
-            fail(f"the corpus has characters the checkpoint's vocabulary lacks "
-                 f"({''.join(missing[:20])!r}); resume on the same corpus")
-    else:
-        vocab = Vocab.from_text(text)
-        ids, _ = corpus_ids(text, vocab)
-        config = ModelConfig(vocab_size=vocab.size, **{k: flags[k] for k in ARCHITECTURE})
-        options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
-                               time_limit=time_limit)
-        if options.steps is None and time_limit is None:
-            options.steps = 2000
-        model = Model(config)
-        model.initialise(np.random.default_rng(options.seed), vocab.counts + (1,) * vocab.has_unknown)
-        state, arrays = None, None
     train_ids, val_ids = split_ids(ids, options.val_fraction)
+    if not resume and "val_chars" not in given and len(val_ids) > VAL_CHARS_CAP:
+        # A whole held-out tenth of a big corpus would take longer to score than the
+        # training between two evaluations; the same first chars are used every time.
+        options.val_chars = VAL_CHARS_CAP
+        notes.append((f"validating on the first {VAL_CHARS_CAP:,} of {len(val_ids):,} "
+                      "held-out chars; --val-chars 0 for all", False))
     try:
         trainer = Trainer(model, vocab, train_ids, val_ids, options, output, state, arrays)
     except CorpusError as error:
         fail(str(error))
+    for line, always in notes:
+        if always or not quiet:
+            click.echo(line, err=True)
     reporter = Reporter(quiet, log_path)
     stop = StopFlag()
     try:
@@ -209,6 +203,109 @@ def train(ctx, corpus, output, resume, force, threads, quiet, log_path, encoding
         click.echo(f"stopped at step {trainer.state.step}; saved {output}; continue with: "
                    f"charrnn train {corpus} -o {output} --resume", err=True)
         sys.exit(128 + stop.signum)
+
+
+def refuse_to_overwrite(output: str, resume: bool, force: bool) -> None:
+    """Fail unless writing output (and OUT.best) can destroy nothing but a checkpoint
+    the user asked to replace or continue."""
+    from .checkpoint import is_checkpoint_file
+    from .train import best_path
+    if os.path.isdir(output):
+        raise click.BadParameter(f"{output} is a directory", param_hint="--output")
+    exists = os.path.exists(output)
+    for path in (output, best_path(output)):
+        if os.path.exists(path) and not is_checkpoint_file(path):
+            fail(f"{path} exists and is not a charrnn checkpoint: refusing to overwrite it; "
+                 "choose another --output")
+    if resume and not exists:
+        fail(f"--resume: {output} does not exist; drop --resume to start a new model")
+    if exists and not resume and not force:
+        fail(f"{output} already exists: add --resume to continue it or --force to replace it")
+
+
+def corpus_vocab(text, max_vocab: int | None, min_count: int, notes: list):
+    """The vocabulary of a corpus, rare characters folded into the unknown symbol."""
+    from .vocab import Vocab
+    vocab = Vocab.from_counter(text.counts, max_vocab or 0, min_count)
+    if not vocab.chars:
+        fail(f"--min-count {min_count} keeps no character (the most frequent occurs "
+             f"{max(text.counts.values()):,} times): lower --min-count")
+    if vocab.has_unknown:
+        folded = len(text.counts) - len(vocab.chars)
+        share = 1 - sum(vocab.counts) / text.n_chars
+        notes.append((f"vocabulary: {len(vocab.chars):,} of {len(text.counts):,} characters; "
+                      f"the other {folded:,} ({share:.2%} of the text) are one unknown "
+                      "symbol", False))
+    return vocab
+
+
+def architecture_conflicts(config, flags, given, names=ARCHITECTURE) -> list[str]:
+    return [f"--{name.replace('_', '-')}" for name in names
+            if name in given and flags[name] != getattr(config, name)]
+
+
+def new_run(base, init_from, text, vocab, flags, given, time_limit, notes):
+    """(model, options) for a run from step 0: freshly initialised, or fine-tuned from
+    base (a loaded checkpoint) with rows matched by character."""
+    import numpy as np
+
+    from .model import Model, ModelConfig
+    from .train import TrainOptions
+    options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
+                           time_limit=time_limit)
+    if options.steps is None and time_limit is None:
+        options.steps = 2000
+    architecture = {k: flags[k] for k in ARCHITECTURE}
+    if base is not None:
+        old_model, old_vocab = base[0], base[1]
+        shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change
+        conflicts = architecture_conflicts(old_model.config, flags, given, shape_names)
+        if conflicts:
+            raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture "
+                                   f"of {init_from}; drop them when fine-tuning")
+        architecture.update({k: getattr(old_model.config, k) for k in shape_names})
+        if "dropout" not in given:
+            architecture["dropout"] = old_model.config.dropout
+    model = Model(ModelConfig(vocab_size=vocab.size, **architecture))
+    model.initialise(np.random.default_rng(options.seed), text.id_counts(vocab))
+    if base is not None:
+        from .finetune import transfer_by_character
+        added = transfer_by_character(old_model, old_vocab, model, vocab)
+        dropped = len(set(old_vocab.chars) - set(vocab.chars))
+        shown = "".join(added[:200]) + ("..." if len(added) > 200 else "")
+        notes.append((f"fine-tuning {init_from}: " + (
+            f"{len(added)} characters it never saw get fresh rows: {shown!r}" if added else
+            "it knows every character of the corpus") +
+            (f"; {dropped} of its characters are not in the corpus and are dropped"
+             if dropped else ""),
+            True))
+    return model, options
+
+
+def resumed_run(base, output, text, vocab, vocab_given, flags, given, time_limit):
+    """(model, vocab, options, state, arrays) to continue the checkpoint base exactly.
+    vocab is the corpus's under the --max-vocab/--min-count given (vocab_given), if any:
+    it must be the stored one."""
+    from .train import TrainOptions, TrainState
+    model, stored_vocab, record, arrays = base
+    conflicts = architecture_conflicts(model.config, flags, given)
+    if vocab is not None and (vocab.chars, vocab.has_unknown) != \
+            (stored_vocab.chars, stored_vocab.has_unknown):
+        conflicts += [f"--{name.replace('_', '-')}" for name in sorted(vocab_given)]
+    if conflicts:
+        raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture or "
+                               f"vocabulary stored in {output}; drop them when resuming")
+    saved = dict(record.get("options", {}))
+    saved.update({name: flags[name] for name in given if name in saved})
+    saved["time_limit"] = time_limit
+    if "steps" in given or time_limit is not None:
+        saved["steps"] = flags["steps"]
+    missing = text.missing(stored_vocab)
+    if missing and not stored_vocab.has_unknown:
+        fail(f"the corpus has characters the checkpoint's vocabulary lacks "
+             f"({''.join(missing[:20])!r}); resume on the same corpus, or fine-tune on "
+             f"this one with --init-from {output}")
+    return model, stored_vocab, TrainOptions(**saved), TrainState(**record["state"]), arrays
 
 
 class StopFlag:

@@ -1,58 +1,306 @@
 """Reading corpora and cutting them into truncated-BPTT batches.
 
-Text comes from a path or '-' (stdin), decoded as UTF-8 unless told otherwise. The last
-`val_fraction` of the ids is the validation split (contiguous, so no validation text
-leaks into training). Training follows char-rnn/torch-rnn: the text is cut into N
-parallel streams, each batch is the next T characters of every stream, and the caller
-carries the hidden state from one batch to the next.
+Text comes from a path or '-' (stdin), decoded as UTF-8 unless told otherwise, chunk by
+chunk with an incremental decoder, so a corpus is never held whole for training: one
+streaming pass counts its code points (numpy bincount per chunk), a second writes its
+ids in the smallest integer type that fits to a cache file named after the content hash
+and the vocabulary, and training memory-maps that file. A second run on the same bytes
+only re-hashes them (Python's hashlib, over 1 GB/s) and finds counts and ids cached.
+
+The last `val_fraction` of the ids is the validation split (contiguous, so no
+validation text leaks into training). Training follows char-rnn/torch-rnn: the text is
+cut into N parallel streams, each batch is the next T characters of every stream, and
+the caller carries the hidden state from one batch to the next.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import hashlib
+import json
 import os
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+
+from .vocab import code_points
+
+CHUNK_BYTES = 1 << 22  # bytes per read: bounded memory, few Python round trips
+SNIFF_BYTES = 65536  # a NUL byte this near the start means a binary file
+CACHE_ENV = "CHARRNN_CACHE_DIR"
+CACHE_LAYOUT = 1  # part of every cache key: bump it when the file layout changes
 
 
 class CorpusError(ValueError):
     """A corpus that cannot be used; the message says how to fix it."""
 
 
-def read_text(path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """Read a whole corpus from a path or '-' (stdin) as text."""
+def cache_dir() -> str:
+    """Where corpus ids are cached: $CHARRNN_CACHE_DIR, else $XDG_CACHE_HOME/charrnn,
+    else ~/.cache/charrnn."""
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charrnn")
+
+
+@contextlib.contextmanager
+def open_binary(path: str):
+    """Yield (binary handle, name for messages) for a path or '-' (stdin)."""
     if path == "-":
-        data = sys.stdin.buffer.read()
-        name = "stdin"
-    else:
-        if os.path.isdir(path):
-            raise CorpusError(f"{path} is a directory: give a text file (or "
-                              f"`cat {path}/* | charrnn train - ...`)")
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            raise CorpusError(f"{path}: no such file") from None
-        except OSError as error:
-            raise CorpusError(f"{path}: cannot read: {error.strerror}") from None
-        name = path
-    return decode_bytes(data, name, encoding, errors)
-
-
-def decode_bytes(data: bytes, name: str, encoding: str = "utf-8", errors: str = "strict") -> str:
-    if not data:
-        raise CorpusError(f"{name} is empty: give a text file with some characters in it")
-    if b"\x00" in data[:65536] and not encoding.lower().startswith("utf-16"):
-        raise CorpusError(f"{name} looks like a binary file (it contains NUL bytes): "
-                          "give a text file")
+        yield sys.stdin.buffer, "stdin"
+        return
+    if os.path.isdir(path):
+        raise CorpusError(f"{path} is a directory: give a text file (or "
+                          f"`cat {path}/* | charrnn train - ...`)")
     try:
-        return data.decode(encoding, errors)
-    except UnicodeDecodeError as error:
-        raise CorpusError(f"{name} is not valid {error.encoding}: bad byte at offset "
-                          f"{error.start}; use --encoding NAME or --errors replace") from None
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except OSError as error:
+        raise CorpusError(f"{path}: cannot read: {error.strerror}") from None
+    with handle:
+        yield handle, path
+
+
+def is_stream(path: str) -> bool:
+    """True for a pipe or device (`<(cat a b)`, /dev/stdin), which can be read once."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # open_binary says what is wrong
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def lookup_codec(encoding: str) -> codecs.CodecInfo:
+    try:
+        return codecs.lookup(encoding)
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}: try utf-8, latin-1, cp1252") from None
+
+
+def iter_text(handle, name: str, encoding: str = "utf-8", errors: str = "strict",
+              chunk_bytes: int | None = None):
+    """Decode a binary stream chunk by chunk, yielding str pieces. A binary file and an
+    undecodable byte are CorpusErrors; the offset reported is from the start of the
+    stream, whichever chunk the bad sequence starts in (or straddles)."""
+    codec = lookup_codec(encoding)
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    decoder = codec.incrementaldecoder(errors)
+    wide = codec.name.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
+    offset = 0  # bytes read so far
+    while True:
+        try:
+            data = handle.read(chunk_bytes)
+        except OSError as error:
+            raise CorpusError(f"{name}: cannot read: {error.strerror or error}") from None
+        if not wide and offset < SNIFF_BYTES and b"\x00" in data[:SNIFF_BYTES - offset]:
+            raise CorpusError(f"{name} looks like a binary file (it contains NUL bytes): "
+                              "give a text file")
+        # Bytes of a character cut by the previous chunk: the decoder holds them, and the
+        # error position it reports counts from the first of them.
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(data, not data)
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"{name} is not valid {error.encoding}: bad byte at offset "
+                              f"{offset - pending + error.start}; use --encoding NAME or "
+                              "--errors replace") from None
+        offset += len(data)
+        if text:
+            yield text
+        if not data:
+            return
+
+
+def empty_corpus(name: str) -> CorpusError:
+    return CorpusError(f"{name} is empty: give a text file with some characters in it")
+
+
+def read_text(path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Read a whole text (a prime, a text to score) from a path or '-' (stdin)."""
+    with open_binary(path) as (handle, name):
+        text = "".join(iter_text(handle, name, encoding, errors))
+    if not text:
+        raise empty_corpus(name)
+    return text
+
+
+class Corpus:
+    """A corpus prepared for training without holding it in memory: its character
+    counts, and its ids under a vocabulary, memory-mapped from the cache.
+
+    Use as a context manager: '-' (stdin) or a pipe is spooled to a temporary file in
+    the cache directory, removed when the block ends; the memory-mapped ids stay valid
+    after it.
+    """
+
+    def __init__(self, path: str, encoding: str = "utf-8", errors: str = "strict",
+                 cache: str | None = None, chunk_bytes: int | None = None):
+        self.encoding, self.errors = encoding, errors
+        self.chunk_bytes = chunk_bytes or CHUNK_BYTES
+        self.cache = cache or cache_dir()
+        self.name = "stdin" if path == "-" else path
+        self.source, self._spool = path, None
+        codec = lookup_codec(encoding).name
+        try:
+            os.makedirs(self.cache, exist_ok=True)
+        except OSError as error:
+            raise self.cache_error(error) from None
+        try:
+            if path == "-" or is_stream(path):  # can be read only once: keep a copy
+                with open_binary(path) as (handle, _):
+                    self.source = self._spool_copy(handle)
+            digest, size = self._hash()
+            if not size:
+                raise empty_corpus(self.name)
+            self.key = hashlib.sha256(f"{CACHE_LAYOUT}\0{digest}\0{codec}\0{errors}"
+                                      .encode()).hexdigest()[:32]
+            self.counts_cached = True
+            self.counts = self._cached_counts()
+            if self.counts is None:
+                self.counts_cached = False
+                self.counts = self._count()
+                self._write_counts()
+        except BaseException:
+            self.close()
+            raise
+        self.n_chars = sum(self.counts.values())
+        if not self.n_chars:
+            self.close()
+            raise empty_corpus(self.name)
+
+    # -- lifetime ----------------------------------------------------------------------
+    def close(self) -> None:
+        if self._spool:
+            with contextlib.suppress(OSError):
+                os.unlink(self._spool)
+            self._spool = None
+
+    def __enter__(self) -> Corpus:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def cache_error(self, error: OSError) -> CorpusError:
+        return CorpusError(f"cannot use the corpus cache {self.cache}: "
+                           f"{error.strerror or error}; free some space or set "
+                           f"{CACHE_ENV} to a writable directory")
+
+    # -- reading -----------------------------------------------------------------------
+    def _spool_copy(self, source) -> str:
+        handle = tempfile.NamedTemporaryFile(dir=self.cache, prefix="spool-", suffix=".tmp",
+                                             delete=False)
+        self._spool = handle.name  # so close() removes it whatever happens next
+        try:
+            with handle:
+                while data := source.read(self.chunk_bytes):
+                    handle.write(data)
+        except OSError as error:
+            raise self.cache_error(error) from None
+        return handle.name
+
+    def _hash(self) -> tuple[str, int]:
+        digest, size = hashlib.sha256(), 0
+        with open_binary(self.source) as (handle, _):
+            while data := handle.read(self.chunk_bytes):
+                digest.update(data)
+                size += len(data)
+        return digest.hexdigest(), size
+
+    def code_point_chunks(self):
+        """The corpus as one uint32 array of code points per chunk read."""
+        with open_binary(self.source) as (handle, _):
+            for text in iter_text(handle, self.name, self.encoding, self.errors,
+                                  self.chunk_bytes):
+                yield code_points(text)
+
+    def _count(self) -> dict[str, int]:
+        totals = np.zeros(128, np.int64)  # (max code point + 1,) occurrences
+        for codes in self.code_point_chunks():
+            found = np.bincount(codes)
+            if found.size > totals.size:
+                totals = np.concatenate([totals, np.zeros(found.size - totals.size, np.int64)])
+            totals[:found.size] += found
+        return {chr(code): int(totals[code]) for code in np.flatnonzero(totals)}
+
+    # -- the cache ---------------------------------------------------------------------
+    def _counts_path(self) -> str:
+        return os.path.join(self.cache, f"{self.key}.counts.json")
+
+    def _cached_counts(self) -> dict[str, int] | None:
+        try:
+            with open(self._counts_path(), encoding="utf-8") as handle:
+                data = json.load(handle)
+            return {chr(code): int(n) for code, n in zip(data["code_points"], data["counts"],
+                                                        strict=True)}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent or damaged: count again
+
+    def _write_counts(self) -> None:
+        data = {"code_points": [ord(ch) for ch in self.counts],
+                "counts": list(self.counts.values())}
+        self._atomic_write(self._counts_path(),
+                           lambda handle: handle.write(json.dumps(data).encode()))
+
+    def _atomic_write(self, path: str, write) -> None:
+        """Write through a temporary file renamed into place, so concurrent runs and
+        crashes never leave a half-written cache file under its final name."""
+        temporary = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(temporary, "wb") as handle:
+                write(handle)
+            os.replace(temporary, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise self.cache_error(error) from None
+
+    def ids_path(self, vocab) -> str:
+        vocab_key = hashlib.sha256(json.dumps([vocab.chars, vocab.has_unknown]).encode())
+        return os.path.join(self.cache, f"{self.key}-{vocab_key.hexdigest()[:16]}."
+                                        f"{np.dtype(vocab.dtype()).name}")
+
+    def ids(self, vocab) -> np.ndarray:
+        """The corpus as ids of vocab, memory-mapped read-only from the cache (written
+        on first use). Characters outside vocab need its unknown symbol."""
+        if self.missing(vocab) and not vocab.has_unknown:
+            raise ValueError("the vocabulary lacks characters of the corpus and has no "
+                             "unknown symbol")
+        dtype = np.dtype(vocab.dtype())
+        path = self.ids_path(vocab)
+        self.ids_cached = os.path.exists(path) and \
+            os.path.getsize(path) == self.n_chars * dtype.itemsize
+        if not self.ids_cached:
+            table = vocab.id_table(ord(max(self.counts)) + 1)
+            table = np.maximum(table, 0).astype(dtype)  # -1 only where no character is
+
+            def write(handle):
+                for codes in self.code_point_chunks():
+                    handle.write(table[codes].tobytes())
+            self._atomic_write(path, write)
+        return np.memmap(path, dtype=dtype, mode="r", shape=(self.n_chars,))
+
+    # -- against a vocabulary ------------------------------------------------------------
+    def missing(self, vocab) -> list[str]:
+        """Characters of the corpus that vocab lacks, in code-point order."""
+        known = set(vocab.chars)
+        return [ch for ch in self.counts if ch not in known]
+
+    def id_counts(self, vocab) -> np.ndarray:
+        """(V,) occurrences of each id of vocab in the corpus (the unknown symbol's are
+        those of every character folded into it)."""
+        table = vocab.id_table(ord(max(self.counts)) + 1)
+        counts = np.zeros(vocab.size, np.int64)
+        for ch, n in self.counts.items():
+            if table[ord(ch)] >= 0:
+                counts[table[ord(ch)]] += n
+        return counts
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,16 @@ def make_text(size: int = 4000, seed: int = 1234) -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def corpus_cache(tmp_path_factory):
+    """Training caches corpus ids; tests keep them out of the user's ~/.cache (the
+    variable is inherited by the console-script subprocesses too)."""
+    path = tmp_path_factory.mktemp("corpus-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARRNN_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def tiny_text() -> str:
     """A few KB of varied English-like text, identical on every run."""

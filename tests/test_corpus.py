@@ -1,14 +1,21 @@
-"""Tests of charrnn.corpus: reading text and its errors, the train/validation split, and
-truncated-BPTT batch streams."""
+"""Tests of charrnn.corpus: reading text and its errors, chunked decoding, the streaming
+corpus with its id cache, the train/validation split, and truncated-BPTT batch streams."""
 
 import io
+import os
 import sys
+import threading
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from charrnn.corpus import BatchStream, CorpusError, corpus_ids, read_text, split_ids
+from charrnn import corpus as corpus_module
+from charrnn.corpus import (BatchStream, Corpus, CorpusError, cache_dir, corpus_ids,
+                            iter_text, read_text, split_ids)
 from charrnn.vocab import Vocab
+
+MIXED = "Hello, wörld! 你好，世界。🎉 emoji 👍🏽\tand\r\nnewlines\n"
 
 
 # -- read_text ---------------------------------------------------------------------------
@@ -91,6 +98,215 @@ def test_errors_replace_and_other_encodings(tmp_path):
     assert read_text(str(path), encoding="latin-1") == "café"
     with pytest.raises(CorpusError, match="unknown encoding"):
         read_text(str(path), encoding="no-such-codec")
+
+
+# -- chunked decoding ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 20])
+def test_chunked_decoding_equals_decoding_whole(tmp_path, chunk):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes((MIXED * 5).encode("utf-8"))
+    with open(path, "rb") as handle:
+        pieces = list(iter_text(handle, "mixed.txt", chunk_bytes=chunk))
+    assert "".join(pieces) == MIXED * 5
+    assert chunk > 100 or len(pieces) > 5  # it really was read in pieces
+
+
+BAD_UTF8 = [
+    b"abc\xffdef",  # a byte that starts nothing
+    "中文".encode() + b"\xe4\xb8" + b"x",  # a character cut short
+    "🎉".encode() + b"\xf0\x9f" + "中".encode(),  # a cut 4-byte start, then a good char
+    "x".encode() * 9 + b"\x80" + "🎉".encode(),  # a stray continuation byte
+    "🎉🎉".encode() + b"\xed\xa0\x80",  # an encoded surrogate
+    "中文".encode() + b"\xe4",  # cut at the very end of the file
+]
+
+
+@pytest.mark.parametrize("data", BAD_UTF8)
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 7, 1 << 20])
+def test_bad_byte_offset_is_absolute_whatever_the_chunks(tmp_path, data, chunk):
+    with pytest.raises(UnicodeDecodeError) as whole:
+        data.decode("utf-8")
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    with pytest.raises(CorpusError, match=f"offset {whole.value.start};"):
+        with open(path, "rb") as handle:
+            list(iter_text(handle, "bad.txt", chunk_bytes=chunk))
+    with pytest.raises(CorpusError, match=f"bad.txt is not valid utf-8: bad byte at offset "
+                                          f"{whole.value.start}; use --encoding NAME or "
+                                          "--errors replace"):
+        Corpus(str(path), cache=str(tmp_path / "cache"), chunk_bytes=chunk)
+
+
+def test_binary_file_is_found_across_small_chunks(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"text at first" * 100 + b"\x00" + b"more")
+    with pytest.raises(CorpusError, match="binary"):
+        Corpus(str(path), cache=str(tmp_path / "cache"), chunk_bytes=16)
+
+
+# -- Corpus: counts, ids and the cache ------------------------------------------------------
+
+@pytest.fixture
+def cache(tmp_path):
+    return str(tmp_path / "cache")
+
+
+def write(tmp_path, text, name="c.txt"):
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return str(path)
+
+
+def test_counts_are_every_code_point_in_code_point_order(tmp_path, cache, tiny_text):
+    text = tiny_text + MIXED * 3
+    with Corpus(write(tmp_path, text), cache=cache, chunk_bytes=7) as corpus:
+        assert corpus.counts == Counter(text)
+        assert list(corpus.counts) == sorted(set(text))
+        assert corpus.n_chars == len(text)
+        assert Vocab.from_counter(corpus.counts) == Vocab.from_text(text)
+
+
+@pytest.mark.parametrize("text, dtype", [(MIXED, np.uint8),
+                                         ("".join(chr(0x4E00 + k) for k in range(300)), np.uint16)])
+def test_ids_are_the_encoded_text_memory_mapped_in_the_smallest_type(tmp_path, cache, text, dtype):
+    text = text * 4
+    with Corpus(write(tmp_path, text), cache=cache, chunk_bytes=5) as corpus:
+        vocab = Vocab.from_counter(corpus.counts)
+        ids = corpus.ids(vocab)
+    assert isinstance(ids, np.memmap) and ids.dtype == dtype and not ids.flags.writeable
+    assert ids.tolist() == vocab.encode(text)[0].tolist()
+    assert os.path.getsize(ids.filename) == len(text) * np.dtype(dtype).itemsize
+    train, val = split_ids(ids, 0.1)
+    assert isinstance(train, np.memmap) and isinstance(val, np.memmap)  # views, no copies
+
+
+def test_folded_characters_become_the_unknown_id(tmp_path, cache):
+    text = "aaaa bbb cc d 世"
+    with Corpus(write(tmp_path, text), cache=cache) as corpus:
+        vocab = Vocab.from_counter(corpus.counts, min_count=3)
+        assert corpus.missing(vocab) == ["c", "d", "世"]
+        assert corpus.ids(vocab).tolist() == vocab.encode(text)[0].tolist()
+        assert corpus.id_counts(vocab).tolist() == [4, 4, 3, 4]  # " ", a, b, unknown
+        assert corpus.id_counts(vocab).sum() == corpus.n_chars
+        with pytest.raises(ValueError, match="no unknown symbol"):
+            corpus.ids(Vocab.from_text("ab "))
+
+
+def test_a_second_run_decodes_nothing(tmp_path, cache, monkeypatch):
+    path = write(tmp_path, MIXED * 20)
+    with Corpus(path, cache=cache) as first:
+        vocab = Vocab.from_counter(first.counts)
+        first_ids = np.array(first.ids(vocab))
+    assert not first.counts_cached and not first.ids_cached
+
+    def no_decoding(self):
+        raise AssertionError("decoded the corpus again")
+    monkeypatch.setattr(Corpus, "code_point_chunks", no_decoding)
+    with Corpus(path, cache=cache) as second:
+        assert second.counts == first.counts and second.counts_cached
+        assert np.array_equal(second.ids(vocab), first_ids) and second.ids_cached
+
+
+def test_the_cache_key_is_the_content_and_the_decoding(tmp_path, cache):
+    with Corpus(write(tmp_path, MIXED, "a.txt"), cache=cache) as corpus:
+        key = corpus.key
+    with Corpus(write(tmp_path, MIXED, "b.txt"), cache=cache) as renamed:
+        assert renamed.key == key and renamed.counts_cached
+    with Corpus(write(tmp_path, MIXED + "!", "a.txt"), cache=cache) as edited:
+        assert edited.key != key and not edited.counts_cached
+        assert edited.counts["!"] == MIXED.count("!") + 1
+    with Corpus(write(tmp_path, MIXED, "a.txt"), errors="replace", cache=cache) as other:
+        assert other.key != key
+
+
+def test_each_vocabulary_has_its_own_ids_file(tmp_path, cache):
+    text = "aaaa bbb cc d"
+    with Corpus(write(tmp_path, text), cache=cache) as corpus:
+        full, folded = Vocab.from_counter(corpus.counts), \
+            Vocab.from_counter(corpus.counts, max_size=2)
+        assert corpus.ids_path(full) != corpus.ids_path(folded)
+        assert corpus.ids(full).tolist() == full.encode(text)[0].tolist()
+        assert corpus.ids(folded).tolist() == folded.encode(text)[0].tolist()
+        assert corpus.ids(full).tolist() == full.encode(text)[0].tolist()
+        assert corpus.ids_cached
+
+
+def test_damaged_cache_files_are_rebuilt(tmp_path, cache):
+    path = write(tmp_path, MIXED * 3)
+    with Corpus(path, cache=cache) as corpus:
+        vocab = Vocab.from_counter(corpus.counts)
+        ids_path = corpus.ids_path(vocab)
+        expected = np.array(corpus.ids(vocab))
+        counts_path = os.path.join(cache, f"{corpus.key}.counts.json")
+    with open(ids_path, "r+b") as handle:
+        handle.truncate(10)  # as a crash mid-write would, were writes not atomic
+    with open(counts_path, "w") as handle:
+        handle.write('{"code_points": [97')
+    with Corpus(path, cache=cache) as again:
+        assert not again.counts_cached and again.counts == Counter(MIXED * 3)
+        assert np.array_equal(again.ids(vocab), expected) and not again.ids_cached
+    assert not [name for name in os.listdir(cache) if ".tmp" in name]
+
+
+def test_stdin_is_spooled_and_the_spool_removed(monkeypatch, cache):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((MIXED * 3).encode())))
+    with Corpus("-", cache=cache, chunk_bytes=4) as corpus:
+        assert corpus.name == "stdin"
+        assert [name for name in os.listdir(cache) if name.startswith("spool-")]
+        vocab = Vocab.from_counter(corpus.counts)
+        ids = corpus.ids(vocab)
+    assert not [name for name in os.listdir(cache) if name.startswith("spool-")]
+    assert vocab.decode(ids) == MIXED * 3  # the mapped ids outlive the spool
+
+
+def test_a_named_pipe_is_read_once_and_spooled(tmp_path, cache):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes((MIXED * 2).encode()))
+    writer.start()
+    try:
+        with Corpus(str(fifo), cache=cache) as corpus:
+            ids = corpus.ids(Vocab.from_counter(corpus.counts))
+    finally:
+        writer.join(timeout=10)
+    assert corpus.n_chars == len(MIXED * 2) and ids.size == corpus.n_chars
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty"), ("\ufeff".encode(), "is empty"),
+                                              (b"\x00\x01binary", "binary")])
+def test_unusable_corpus_leaves_no_spool(monkeypatch, cache, content, message):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(content)))
+    with pytest.raises(CorpusError, match=f"stdin.*{message}"):
+        Corpus("-", encoding="utf-8-sig", cache=cache)
+    assert not [name for name in os.listdir(cache) if name.startswith("spool-")]
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == str(tmp_path / "mine")
+    monkeypatch.delenv("CHARRNN_CACHE_DIR")
+    assert cache_dir() == str(tmp_path / "xdg" / "charrnn")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == str(tmp_path / "home" / ".cache" / "charrnn")
+
+
+def test_an_unusable_cache_is_one_error_naming_the_fix(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CorpusError, match="corpus cache .* set CHARRNN_CACHE_DIR"):
+        Corpus(write(tmp_path, MIXED), cache=str(blocker / "cache"))
+
+
+def test_corpus_reports_the_same_errors_as_read_text(tmp_path, cache):
+    with pytest.raises(CorpusError, match="no such file"):
+        Corpus(str(tmp_path / "nope.txt"), cache=cache)
+    with pytest.raises(CorpusError, match="is a directory"):
+        Corpus(str(tmp_path), cache=cache)
+    with pytest.raises(CorpusError, match="unknown encoding"):
+        Corpus(write(tmp_path, MIXED), encoding="no-such-codec", cache=cache)
 
 
 # -- split_ids ---------------------------------------------------------------------------

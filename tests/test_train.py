@@ -333,6 +333,41 @@ def test_signal_saves_a_checkpoint_that_loads_and_resumes(corpus, tmp_path, sign
     assert resumed["step"] == state["step"] + 3
 
 
+def test_sigkill_at_any_moment_leaves_a_checkpoint_that_loads_and_resumes(corpus, tmp_path):
+    """kill -9 cannot be caught: only the atomic write protects the file. Kill a run
+    that saves every step at several moments after its first checkpoint."""
+    if not CONSOLE_SCRIPT.exists():
+        pytest.skip(f"{CONSOLE_SCRIPT} is not installed (run `make install`)")
+    out = tmp_path / "m.ckpt"
+    delays = random.Random(7).sample([k / 100 for k in range(0, 40)], 4)
+    steps_seen = []
+    for delay in delays:
+        args = ["--resume"] if out.exists() else []
+        process = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "train", str(corpus), "-o", str(out), *SMALL, *args,
+             "--steps", "10000000", "--save-every", "1", "--eval-every", "0", "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            start_mtime = out.stat().st_mtime_ns if out.exists() else None
+            while not out.exists() or out.stat().st_mtime_ns == start_mtime:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, "no checkpoint after 120 s"
+                time.sleep(0.005)
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        _, state = load(out)  # never torn, whatever the moment of the kill
+        steps_seen.append(state["step"])
+    assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0]
+    _, resumed = trained(corpus, out, "--resume", "--steps", steps_seen[-1] + 2)
+    assert resumed["step"] == steps_seen[-1] + 2
+
+
 # --------------------------------------------------------------------- carried state
 def test_hidden_state_is_carried_from_batch_to_batch(tmp_path, monkeypatch):
     trainer = small_trainer(tmp_path, steps=32, layers=2, eval_every=3, save_every=0)

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from charrnn.vocab import UNKNOWN_DISPLAY, Vocab
+from charrnn.vocab import UNKNOWN_DISPLAY, Vocab, code_points
 
 WORLD = "Hello, wörld! 你好，世界。🎉 emoji 👍🏽 and tabs\tand\nnewlines\r\n"
 
@@ -128,3 +128,25 @@ def test_from_dict_rejects_inconsistent_data(data):
 def test_from_dict_defaults_to_no_unknown_symbol():
     vocab = Vocab.from_dict({"chars": "ab", "counts": [2, 1]})
     assert vocab == Vocab(("a", "b"), (2, 1), False)
+
+
+def test_code_points_are_one_per_character():
+    assert code_points("a🎉中\n").tolist() == [97, 0x1F389, 0x4E2D, 10]
+    assert code_points("").size == 0
+
+
+def test_id_table_agrees_with_encode():
+    vocab = Vocab.from_text(WORLD)
+    codes = code_points(WORLD)
+    table = vocab.id_table(int(codes.max()) + 1)
+    assert table[codes].tolist() == vocab.encode(WORLD)[0].tolist()
+    assert table[ord("q")] == -1  # not in the vocabulary, and no unknown symbol
+
+
+def test_id_table_shorter_than_the_vocabulary_and_with_an_unknown_symbol():
+    vocab = Vocab.from_text("ab中")
+    assert vocab.id_table(99).tolist()[97:] == [0, 1]  # 中 lies beyond: left out
+    folded = Vocab.from_text("aaab中", min_count=2)
+    table = folded.id_table(0x4E2E)
+    assert table[ord("a")] == 0
+    assert table[ord("b")] == table[ord("中")] == table[ord("z")] == folded.unknown_id

@@ -91,13 +91,23 @@ def recurrent_backward(cell, WhT, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0,
 
 @njit(cache=True, error_model="numpy")
 def matvec_into(x, W, out):
-    """out (M) = x (K) @ W (K, M), written as K row updates so it vectorises without
-    reassociating sums; for one-row products this beats a BLAS call's overhead."""
+    """out (M) = x (K) @ W (K, M) for one row, where a BLAS call's overhead would
+    dominate. Four rows of W per sweep over out: the loop over M vectorises (no sum is
+    reassociated, so no fastmath) and out is loaded and stored a quarter as often."""
+    K, M = W.shape
     out[:] = 0.0
-    for k in range(W.shape[0]):
-        xk = x[k]
-        for m in range(W.shape[1]):
-            out[m] += xk * W[k, m]
+    k = 0
+    while k + 4 <= K:
+        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
+        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
+        for m in range(M):
+            out[m] += x0 * w0[m] + x1 * w1[m] + x2 * w2[m] + x3 * w3[m]
+        k += 4
+    while k < K:
+        xk, wk = x[k], W[k]
+        for m in range(M):
+            out[m] += xk * wk[m]
+        k += 1
 
 
 @njit(cache=True, error_model="numpy")
