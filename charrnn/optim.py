@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from . import parallel
 from .kernels.optim import adam_update, sum_of_squares
 
 SCHEDULES = ("constant", "cosine", "step")
@@ -54,5 +55,7 @@ class Adam:
 
     def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
         self.updates += 1
-        adam_update(params, grads, self.m, self.v, lr, self.beta1, self.beta2, self.eps,
-                    self.updates)
+        parallel.run_parts(adam_update, [
+            (params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], lr, self.beta1,
+             self.beta2, self.eps, self.updates)
+            for lo, hi in parallel.row_ranges(params.size, 1 << 16)])

@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", nogil=True)
 def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
     """One Adam step (Kingma & Ba, bias-corrected) with grads already clipped.
     Inputs: grads (P); lr, beta1, beta2, eps; step, the 1-based count of this update.
@@ -20,7 +20,7 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
         params[k] -= step_size * m[k] / (np.sqrt(v[k]) + eps * np.sqrt(correction2))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", nogil=True)
 def sum_of_squares(x):
     """Sum of x[k]**2 accumulated in float64, for the global gradient norm."""
     total = 0.0
