@@ -15,8 +15,8 @@ INSTALLED = $(VENV)/.installed
 BENCH_ENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo corpus shakespeare bench bench-quality install-mpi \
-        clean distclean
+.PHONY: help install test demo corpus shakespeare bench bench-corpus bench-quality \
+        install-mpi clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
@@ -51,6 +51,9 @@ data/tinyshakespeare.txt:
 
 bench: install ## time every model config (chars/s)
 	$(BENCH_ENV) $(VENV)/bin/charrnn bench --config all
+
+bench-corpus: install ## peak RSS training on 10 MB and 1 GB corpora; chars/s with 6,000 chars
+	$(BENCH_ENV) $(PY) -m charrnn.bench_corpus
 
 bench-quality: install ## model quality benchmark (charrnn.bench_quality)
 	$(BENCH_ENV) $(PY) -m charrnn.bench_quality

@@ -4,8 +4,8 @@ Text comes from a path or '-' (stdin), decoded as UTF-8 unless told otherwise, c
 chunk with an incremental decoder, so a corpus is never held whole for training: one
 streaming pass counts its code points (numpy bincount per chunk), a second writes its
 ids in the smallest integer type that fits to a cache file named after the content hash
-and the vocabulary, and training memory-maps that file. A second run on the same bytes
-only re-hashes them (Python's hashlib, over 1 GB/s) and finds counts and ids cached.
+and the vocabulary, and training reads each batch from that file (IdFile). A second run
+on the same bytes only re-hashes them (hashlib, over 1 GB/s) and finds everything cached.
 
 The last `val_fraction` of the ids is the validation split (contiguous, so no
 validation text leaks into training). Training follows char-rnn/torch-rnn: the text is
@@ -29,7 +29,7 @@ import numpy as np
 
 from .vocab import code_points
 
-CHUNK_BYTES = 1 << 22  # bytes per read: bounded memory, few Python round trips
+CHUNK_BYTES = 1 << 20  # bytes per read: ~13 MB of transient arrays, few Python round trips
 SNIFF_BYTES = 65536  # a NUL byte this near the start means a binary file
 CACHE_ENV = "CHARRNN_CACHE_DIR"
 CACHE_LAYOUT = 1  # part of every cache key: bump it when the file layout changes
@@ -135,8 +135,7 @@ class Corpus:
     counts, and its ids under a vocabulary, memory-mapped from the cache.
 
     Use as a context manager: '-' (stdin) or a pipe is spooled to a temporary file in
-    the cache directory, removed when the block ends; the memory-mapped ids stay valid
-    after it.
+    the cache directory, removed when the block ends; the ids stay readable after it.
     """
 
     def __init__(self, path: str, encoding: str = "utf-8", errors: str = "strict",
@@ -266,9 +265,9 @@ class Corpus:
         return os.path.join(self.cache, f"{self.key}-{vocab_key.hexdigest()[:16]}."
                                         f"{np.dtype(vocab.dtype()).name}")
 
-    def ids(self, vocab) -> np.ndarray:
-        """The corpus as ids of vocab, memory-mapped read-only from the cache (written
-        on first use). Characters outside vocab need its unknown symbol."""
+    def ids(self, vocab) -> IdFile:
+        """The corpus as ids of vocab, read on demand from the cache (written on first
+        use). Characters outside vocab need its unknown symbol."""
         if self.missing(vocab) and not vocab.has_unknown:
             raise ValueError("the vocabulary lacks characters of the corpus and has no "
                              "unknown symbol")
@@ -284,7 +283,7 @@ class Corpus:
                 for codes in self.code_point_chunks():
                     handle.write(table[codes].tobytes())
             self._atomic_write(path, write)
-        return np.memmap(path, dtype=dtype, mode="r", shape=(self.n_chars,))
+        return IdFile(path, dtype)
 
     # -- against a vocabulary ------------------------------------------------------------
     def missing(self, vocab) -> list[str]:
@@ -303,6 +302,47 @@ class Corpus:
         return counts
 
 
+class IdFile:
+    """A read-only 1-D id array kept in a file and read on demand: slicing gives
+    another IdFile, numpy conversion reads the bytes. Nothing is mapped into memory, so
+    the process's RSS does not grow with the corpus. (A memory map's touched pages count
+    in RSS, and Linux 6.x maps a whole page-cache folio, up to 2 MB, for each one: 32
+    streams added ~40 MB at once on a 64 MB corpus, and a long run heads for the whole
+    file.) Reads go through the page cache, so a warm corpus costs no disk I/O."""
+
+    def __init__(self, path: str, dtype, start: int = 0, stop: int | None = None,
+                 handle=None):
+        self.path, self.dtype = path, np.dtype(dtype)
+        self._handle = handle or open(path, "rb", buffering=0)  # shared by slices
+        if stop is None:
+            stop = os.fstat(self._handle.fileno()).st_size // self.dtype.itemsize
+        self.start, self.stop = start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __getitem__(self, key: slice) -> IdFile:
+        if not isinstance(key, slice):
+            raise TypeError("an IdFile takes slices; np.asarray(ids[a:b]) reads them")
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("an IdFile slice has step 1")
+        return IdFile(self.path, self.dtype, self.start + start,
+                      self.start + max(start, stop), self._handle)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(len(self), self.dtype)  # (stop - start,)
+        self._handle.seek(self.start * self.dtype.itemsize)
+        if self._handle.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise CorpusError(f"{self.path} is shorter than expected: remove it (it is "
+                              "a cache file) and train again")
+        return out if dtype is None else out.astype(dtype)
+
+
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Contiguous split: the last val_fraction of ids is validation."""
     n_val = int(round(len(ids) * val_fraction))
@@ -316,9 +356,10 @@ class BatchStream:
     Stream s covers ids[s*S : s*S + S + 1] with S = (len(ids) - 1) // N; batch b is
     x = ids[s*S + b*T : +T], y the same shifted by one. `cursor` is the index of the next
     batch; when it passes the end it wraps to 0, and next_batch says so, because the
-    state carried to that point belongs to other text.
+    state carried to that point belongs to other text. ids is anything that slices into
+    arrays: an ndarray, or an IdFile, of which a batch reads N windows of T + 1 ids.
     """
-    ids: np.ndarray
+    ids: np.ndarray | IdFile
     batch_size: int  # N parallel streams
     seq_len: int  # T characters per stream per batch
     cursor: int = 0
@@ -332,8 +373,15 @@ class BatchStream:
                 f"{self.batch_size} x --seq-len {self.seq_len} needs at least "
                 f"{self.batch_size * self.seq_len + 1}: lower --batch-size or --seq-len, "
                 f"lower --val-fraction, or give a larger corpus")
-        self._offsets = (np.arange(self.batch_size) * self.stream_len)[:, None] \
-            + np.arange(self.seq_len)[None, :]  # (N, T)
+        self._window = np.empty((self.batch_size, self.seq_len + 1), np.int32)  # (N, T+1)
+
+    def batch(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch b: x, y (N, T) int32 ids."""
+        T = self.seq_len
+        for s in range(self.batch_size):
+            start = s * self.stream_len + b * T
+            self._window[s] = self.ids[start:start + T + 1]
+        return self._window[:, :-1].copy(), self._window[:, 1:].copy()
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
         """Return (x, y, wrapped): x, y (N, T) int32 ids; wrapped is true when this
@@ -341,17 +389,13 @@ class BatchStream:
         wrapped = self.cursor >= self.batches_per_epoch
         if wrapped:
             self.cursor = 0
-        index = self._offsets + self.cursor * self.seq_len
         self.cursor += 1
-        return (np.asarray(self.ids[index], dtype=np.int32),
-                np.asarray(self.ids[index + 1], dtype=np.int32), wrapped)
+        return (*self.batch(self.cursor - 1), wrapped)
 
     def epoch_batches(self):
         """Every batch of one pass from the start, without touching the cursor."""
         for b in range(self.batches_per_epoch):
-            index = self._offsets + b * self.seq_len
-            yield (np.asarray(self.ids[index], dtype=np.int32),
-                   np.asarray(self.ids[index + 1], dtype=np.int32))
+            yield self.batch(b)
 
 
 def corpus_ids(text: str, vocab) -> tuple[np.ndarray, list[str]]:

@@ -1,4 +1,4 @@
-"""Any corpus through `charrnn train`: trained from memory-mapped cached ids (never the
+"""Any corpus through `charrnn train`: trained from cached ids read on demand (never the
 whole text), reused on a second run, piped in with `cat`, in any language and encoding,
 with rare characters folded; and every unusable corpus or option refused in one line
 with nothing overwritten. Big-corpus memory is measured by `make bench-corpus`, not
@@ -61,7 +61,7 @@ def hanzi_text(distinct=400, size=6000, seed=3):
 
 
 # ---------------------------------------------------------------- memory-mapped, cached
-def test_training_reads_ids_from_a_memory_map_never_the_whole_text(corpus, tmp_path,
+def test_training_reads_ids_from_the_cache_never_the_whole_text(corpus, tmp_path,
                                                                     monkeypatch, tiny_text):
     seen = {}
     original = charrnn.train.Trainer.__init__
@@ -78,10 +78,10 @@ def test_training_reads_ids_from_a_memory_map_never_the_whole_text(corpus, tmp_p
     result = run("train", corpus, "-o", tmp_path / "m.ckpt", *TINY)
     assert result.exit_code == 0, result.stderr
     for ids in seen.values():
-        assert isinstance(ids, np.memmap) and ids.dtype == np.uint8
+        assert isinstance(ids, charrnn.corpus.IdFile) and ids.dtype == np.uint8
     assert len(seen["train"]) + len(seen["val"]) == len(tiny_text)
     _, vocab, _, _ = load_trained(tmp_path / "m.ckpt")
-    assert vocab.decode(seen["train"][:200]) == tiny_text[:200]
+    assert vocab.decode(np.asarray(seen["train"][:200])) == tiny_text[:200]
 
 
 def test_a_second_run_reuses_the_cached_ids_and_trains_the_same(corpus, tmp_path,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from charrnn import corpus as corpus_module
-from charrnn.corpus import (BatchStream, Corpus, CorpusError, cache_dir, corpus_ids,
+from charrnn.corpus import (BatchStream, Corpus, CorpusError, IdFile, cache_dir, corpus_ids,
                             iter_text, read_text, split_ids)
 from charrnn.vocab import Vocab
 
@@ -169,16 +169,64 @@ def test_counts_are_every_code_point_in_code_point_order(tmp_path, cache, tiny_t
 
 @pytest.mark.parametrize("text, dtype", [(MIXED, np.uint8),
                                          ("".join(chr(0x4E00 + k) for k in range(300)), np.uint16)])
-def test_ids_are_the_encoded_text_memory_mapped_in_the_smallest_type(tmp_path, cache, text, dtype):
+def test_ids_are_the_encoded_text_in_the_smallest_type_read_from_the_cache(tmp_path, cache,
+                                                                          text, dtype):
     text = text * 4
     with Corpus(write(tmp_path, text), cache=cache, chunk_bytes=5) as corpus:
         vocab = Vocab.from_counter(corpus.counts)
         ids = corpus.ids(vocab)
-    assert isinstance(ids, np.memmap) and ids.dtype == dtype and not ids.flags.writeable
-    assert ids.tolist() == vocab.encode(text)[0].tolist()
-    assert os.path.getsize(ids.filename) == len(text) * np.dtype(dtype).itemsize
+    assert isinstance(ids, IdFile) and ids.dtype == dtype and len(ids) == len(text)
+    expected = vocab.encode(text)[0]
+    assert np.asarray(ids).tolist() == expected.tolist()
+    assert os.path.getsize(ids.path) == len(text) * np.dtype(dtype).itemsize
     train, val = split_ids(ids, 0.1)
-    assert isinstance(train, np.memmap) and isinstance(val, np.memmap)  # views, no copies
+    assert isinstance(train, IdFile) and isinstance(val, IdFile)  # nothing read yet
+    assert np.array_equal(np.concatenate([np.asarray(train), np.asarray(val)]), expected)
+
+
+def test_id_file_slices_like_an_array(tmp_path):
+    path = tmp_path / "ids.u16"
+    array = np.arange(1000, dtype=np.uint16) * 7
+    array.tofile(path)
+    ids = IdFile(str(path), np.uint16)
+    assert len(ids) == 1000 and ids.shape == (1000,)
+    for key in (slice(None), slice(3, 10), slice(-5, None), slice(990, 2000), slice(10, 3),
+                slice(0, 0)):
+        assert np.array_equal(np.asarray(ids[key]), array[key]), key
+        assert np.array_equal(np.asarray(ids[100:][key]), array[100:][key]), key
+    assert np.asarray(ids[5:9], dtype=np.int32).dtype == np.int32
+    with pytest.raises(ValueError):
+        ids[::2]
+    with pytest.raises(TypeError):
+        ids[3]
+
+
+def test_id_file_cut_short_under_a_reader_says_how_to_fix_it(tmp_path):
+    path = tmp_path / "ids.u8"
+    np.arange(100, dtype=np.uint8).tofile(path)
+    ids = IdFile(str(path), np.uint8)
+    os.truncate(path, 50)
+    with pytest.raises(CorpusError, match="cache file"):
+        np.asarray(ids[40:60])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_batches_read_from_an_id_file_map_nothing_of_it(tmp_path):
+    # A memory map's touched pages count in RSS (and a whole page-cache folio each on
+    # Linux 6.x); training must read ids without mapping the file.
+    path = tmp_path / "ids.u8"
+    array = (np.arange(100_000) % 251).astype(np.uint8)
+    array.tofile(path)
+    from_file, in_memory = BatchStream(IdFile(str(path), np.uint8), 8, 16), \
+        BatchStream(array, 8, 16)
+    for _ in range(5):
+        x, y, _ = from_file.next_batch()
+        nx, ny, _ = in_memory.next_batch()
+        assert np.array_equal(x, nx) and np.array_equal(y, ny)
+    assert list(from_file.epoch_batches())[3][0].tolist() == \
+        list(in_memory.epoch_batches())[3][0].tolist()
+    with open("/proc/self/maps") as maps:
+        assert str(path) not in maps.read()
 
 
 def test_folded_characters_become_the_unknown_id(tmp_path, cache):
@@ -186,7 +234,7 @@ def test_folded_characters_become_the_unknown_id(tmp_path, cache):
     with Corpus(write(tmp_path, text), cache=cache) as corpus:
         vocab = Vocab.from_counter(corpus.counts, min_count=3)
         assert corpus.missing(vocab) == ["c", "d", "世"]
-        assert corpus.ids(vocab).tolist() == vocab.encode(text)[0].tolist()
+        assert np.asarray(corpus.ids(vocab)).tolist() == vocab.encode(text)[0].tolist()
         assert corpus.id_counts(vocab).tolist() == [4, 4, 3, 4]  # " ", a, b, unknown
         assert corpus.id_counts(vocab).sum() == corpus.n_chars
         with pytest.raises(ValueError, match="no unknown symbol"):
@@ -205,7 +253,7 @@ def test_a_second_run_decodes_nothing(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(Corpus, "code_point_chunks", no_decoding)
     with Corpus(path, cache=cache) as second:
         assert second.counts == first.counts and second.counts_cached
-        assert np.array_equal(second.ids(vocab), first_ids) and second.ids_cached
+        assert np.array_equal(np.asarray(second.ids(vocab)), first_ids) and second.ids_cached
 
 
 def test_the_cache_key_is_the_content_and_the_decoding(tmp_path, cache):
@@ -226,9 +274,9 @@ def test_each_vocabulary_has_its_own_ids_file(tmp_path, cache):
         full, folded = Vocab.from_counter(corpus.counts), \
             Vocab.from_counter(corpus.counts, max_size=2)
         assert corpus.ids_path(full) != corpus.ids_path(folded)
-        assert corpus.ids(full).tolist() == full.encode(text)[0].tolist()
-        assert corpus.ids(folded).tolist() == folded.encode(text)[0].tolist()
-        assert corpus.ids(full).tolist() == full.encode(text)[0].tolist()
+        assert np.asarray(corpus.ids(full)).tolist() == full.encode(text)[0].tolist()
+        assert np.asarray(corpus.ids(folded)).tolist() == folded.encode(text)[0].tolist()
+        assert np.asarray(corpus.ids(full)).tolist() == full.encode(text)[0].tolist()
         assert corpus.ids_cached
 
 
@@ -245,7 +293,7 @@ def test_damaged_cache_files_are_rebuilt(tmp_path, cache):
         handle.write('{"code_points": [97')
     with Corpus(path, cache=cache) as again:
         assert not again.counts_cached and again.counts == Counter(MIXED * 3)
-        assert np.array_equal(again.ids(vocab), expected) and not again.ids_cached
+        assert np.array_equal(np.asarray(again.ids(vocab)), expected) and not again.ids_cached
     assert not [name for name in os.listdir(cache) if ".tmp" in name]
 
 
@@ -257,7 +305,7 @@ def test_stdin_is_spooled_and_the_spool_removed(monkeypatch, cache):
         vocab = Vocab.from_counter(corpus.counts)
         ids = corpus.ids(vocab)
     assert not [name for name in os.listdir(cache) if name.startswith("spool-")]
-    assert vocab.decode(ids) == MIXED * 3  # the mapped ids outlive the spool
+    assert vocab.decode(np.asarray(ids)) == MIXED * 3  # the ids outlive the spool
 
 
 def test_a_named_pipe_is_read_once_and_spooled(tmp_path, cache):
@@ -270,7 +318,7 @@ def test_a_named_pipe_is_read_once_and_spooled(tmp_path, cache):
             ids = corpus.ids(Vocab.from_counter(corpus.counts))
     finally:
         writer.join(timeout=10)
-    assert corpus.n_chars == len(MIXED * 2) and ids.size == corpus.n_chars
+    assert corpus.n_chars == len(MIXED * 2) and len(ids) == corpus.n_chars
 
 
 @pytest.mark.parametrize("content, message", [(b"", "is empty"), ("\ufeff".encode(), "is empty"),
