@@ -17,20 +17,20 @@ from .activations import sigmoid, tanh
 def gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
     """Inputs: gx (N, 3H) input projection with bias, gh (N, 3H) h_prev @ Wh, bn (H),
     h_prev (N, H). Outputs: h_out (N, H; may alias h_prev), acts (N, 3H), aux (N, H);
-    c_out = c_prev (the GRU has no cell state)."""
+    c_out = c_prev (the GRU has no cell state). Short passes, as in the LSTM."""
     N, H = h_out.shape
     for n in range(N):
+        a, x, r, hn, hp, ho = acts[n], gx[n], gh[n], aux[n], h_prev[n], h_out[n]
+        for j in range(2 * H):  # reset and update gates
+            a[j] = sigmoid(x[j] + r[j])
         for j in range(H):
-            r = sigmoid(gx[n, j] + gh[n, j])
-            z = sigmoid(gx[n, H + j] + gh[n, H + j])
-            hn = gh[n, 2 * H + j] + bn[j]
-            cand = tanh(gx[n, 2 * H + j] + r * hn)
-            acts[n, j] = r
-            acts[n, H + j] = z
-            acts[n, 2 * H + j] = cand
-            aux[n, j] = hn
-            h_out[n, j] = (1.0 - z) * cand + z * h_prev[n, j]
-            c_out[n, j] = c_prev[n, j]  # no cell state: carry c unchanged
+            hn[j] = r[2 * H + j] + bn[j]
+        for j in range(H):  # candidate
+            a[2 * H + j] = tanh(x[2 * H + j] + a[j] * hn[j])
+        for j in range(H):
+            z = a[H + j]
+            ho[j] = (1.0 - z) * a[2 * H + j] + z * hp[j]
+        c_out[n] = c_prev[n]
 
 
 @njit(cache=True, error_model="numpy")

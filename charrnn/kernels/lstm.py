@@ -41,30 +41,25 @@ def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
 
 @njit(cache=True, error_model="numpy")
 def lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
-    """Inputs: dh, dc (N, H) gradients w.r.t. this step's h and c; h_prev, c_prev (N, H);
-    acts (N, 4H) and aux (N, H) from the forward. Outputs: dgx = dgh (N, 4H) gradient
-    w.r.t. the gate pre-activations; dh_direct (N, H) zeroed (h_prev reaches h only
-    through Wh); dc_prev (N, H). dbn unused (the LSTM has one bias)."""
+    """Inputs: dh (N, H) gradient w.r.t. this step's h; dc (N, H) w.r.t. its c (used as
+    scratch: overwritten); h_prev, c_prev (N, H); acts (N, 4H) and aux (N, H) from the
+    forward. Outputs: dgx (N, 4H) gradient w.r.t. the gate pre-activations, which is
+    also the gradient w.r.t. h_prev @ Wh: callers pass dgh = dgx, and it is not written
+    separately; dc_prev (N, H). dh_direct and dbn unused (h_prev reaches h only through
+    Wh; the LSTM has one bias). Short passes, as in lstm_block_forward."""
     N, H = dh.shape
     for n in range(N):
+        a, d, g, tc, dcn, cp = acts[n], dh[n], dgx[n], aux[n], dc[n], c_prev[n]
+        for j in range(H):  # gradient reaching c through h = o * tanh(c), plus dc
+            dcn[j] = dcn[j] + d[j] * a[2 * H + j] * (1.0 - tc[j] * tc[j])
+        for j in range(H):  # output gate
+            o = a[2 * H + j]
+            g[2 * H + j] = d[j] * tc[j] * o * (1.0 - o)
+        for j in range(H):  # input gate, forget gate, candidate
+            i, f, cand = a[j], a[H + j], a[3 * H + j]
+            g[j] = dcn[j] * cand * i * (1.0 - i)
+            g[H + j] = dcn[j] * cp[j] * f * (1.0 - f)
+            g[3 * H + j] = dcn[j] * i * (1.0 - cand * cand)
+        dcp = dc_prev[n]
         for j in range(H):
-            i = acts[n, j]
-            f = acts[n, H + j]
-            o = acts[n, 2 * H + j]
-            g = acts[n, 3 * H + j]
-            tc = aux[n, j]
-            dct = dc[n, j] + dh[n, j] * o * (1.0 - tc * tc)
-            dai = dct * g * i * (1.0 - i)
-            daf = dct * c_prev[n, j] * f * (1.0 - f)
-            dao = dh[n, j] * tc * o * (1.0 - o)
-            dag = dct * i * (1.0 - g * g)
-            dgx[n, j] = dai
-            dgx[n, H + j] = daf
-            dgx[n, 2 * H + j] = dao
-            dgx[n, 3 * H + j] = dag
-            dgh[n, j] = dai
-            dgh[n, H + j] = daf
-            dgh[n, 2 * H + j] = dao
-            dgh[n, 3 * H + j] = dag
-            dh_direct[n, j] = 0.0
-            dc_prev[n, j] = dct * f
+            dcp[j] = dcn[j] * a[H + j]

@@ -66,8 +66,9 @@ def recurrent_backward(cell, WhT, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0,
     from recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h (from the
     layer above or the output projection). The final state gets no gradient (truncated
     BPTT). Outputs: dgx (T, N, GH) gradient w.r.t. gx; dgh (T, N, GH) w.r.t.
-    h_prev @ Wh (may be the same array as dgx for LSTM and RNN, where the two are
-    equal); dh0, dc0 (N, H); dbn (H) accumulated (give each thread its own).
+    h_prev @ Wh, which for LSTM and RNN equals dgx: pass the same array there (only the
+    GRU writes dgh separately); dh0, dc0 (N, H); dbn (H) accumulated (give each thread
+    its own).
     """
     T, H = hs.shape[0], hs.shape[2]
     rows = hi - lo
@@ -83,7 +84,8 @@ def recurrent_backward(cell, WhT, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0,
         cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t, lo:hi], aux[t, lo:hi],
                             dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn)
         np.dot(dgh[t, lo:hi], WhT, dh_carry)
-        dh_carry += dh_direct
+        if cell == CELL_GRU:  # only the GRU reaches h_prev other than through Wh
+            dh_carry += dh_direct
         dc[:, :] = dc_prev
     dh0[lo:hi] = dh_carry
     dc0[lo:hi] = dc
