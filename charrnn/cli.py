@@ -99,7 +99,7 @@ VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigg
               help="Checkpoint to write (also OUT.best for the best validation loss).")
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at --output exactly where it stopped.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint at --output without resuming it.")
-@click.option("--init-from", type=click.Path(), default=None, help="Fine-tune: start from this checkpoint's weights and architecture; characters are matched by character, new ones get fresh rows.")
+@click.option("--init-from", type=click.Path(), default=None, help="Fine-tune: start from this checkpoint's weights and architecture, matched to the new vocabulary by character; new characters get fresh rows.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True, help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(1, 16), default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--hidden", type=click.IntRange(1, 8192), default=256, show_default=True, help="Hidden units per layer.")

@@ -13,35 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from test_cli import assert_fails, run
 
 import charrnn.cli
 import charrnn.corpus
 import charrnn.train
 from charrnn.checkpoint import load_trained
-from charrnn.cli import cli
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16",
         "--batch-size", "4", "--steps", "4", "--threads", "1", "--seed", "1"]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("charrnn")
-
-
-def run(*args, input=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"crashed: {result.exception!r}\n{result.stderr}") \
-            from result.exception
-    return result
-
-
-def assert_fails(result, code=1):
-    assert result.exit_code == code, (result.exit_code, result.stderr)
-    assert result.stdout == "" and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("Error: ")
-    if code == 1:
-        assert len(lines) == 1, result.stderr
-    return lines[-1]
 
 
 @pytest.fixture

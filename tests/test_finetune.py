@@ -5,20 +5,15 @@ carries pickled objects is refused in one line without running code or overwriti
 anything.
 """
 
-import builtins
-import json
 import pickle
-import struct
-import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from test_checkpoint import CreatesMarker, reencode
+from test_cli import assert_fails, run
 
 from charrnn import CHECKPOINT_FORMAT_VERSION
-from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import load_trained
-from charrnn.cli import cli
 from charrnn.finetune import shared_ids, transfer_by_character
 from charrnn.model import CELLS, Model, ModelConfig
 from charrnn.sample import Sampler
@@ -122,24 +117,6 @@ def test_another_architecture_is_refused():
 
 
 # ------------------------------------------------------------------------ through the CLI
-def run(*args, input=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"crashed: {result.exception!r}\n{result.stderr}") \
-            from result.exception
-    return result
-
-
-def assert_fails(result, code=1):
-    assert result.exit_code == code, (result.exit_code, result.stderr)
-    assert result.stdout == "" and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("Error: ")
-    if code == 1:
-        assert len(lines) == 1, result.stderr
-    return lines[-1]
-
-
 ENGLISH = "the cat sat on the mat and the dog sat on the log.\n" * 40
 GERMAN = "Über den Hügeln, die Katze saß auf der Matte; € 5!\n" * 40
 
@@ -212,32 +189,6 @@ def test_resume_on_a_corpus_with_new_characters_points_to_init_from(old, tmp_pat
 
 
 # ------------------------------------------------------------ checkpoints that are refused
-class CreatesMarker:
-    """Unpickling this calls builtins.open(marker, "w"), which creates the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (builtins.open, (self.marker, "w"))
-
-
-def rewrite(blob, version=None, edit=None, data=None):
-    """The checkpoint blob with another version, header or data section, and a correct
-    CRC, so that only the intended difference remains."""
-    _, old_version, header_len = ckpt._PREFIX.unpack_from(blob)
-    start = ckpt._PREFIX.size + header_len
-    header = json.loads(blob[ckpt._PREFIX.size:start])
-    if edit:
-        edit(header)
-    header_bytes = json.dumps(header).encode()
-    head = ckpt._PREFIX.pack(ckpt.MAGIC, version or old_version, len(header_bytes)) + \
-        header_bytes
-    body = head + b"\0" * (-len(head) % 64) + \
-        (blob[start + (-start % 64):-4] if data is None else data)
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
 def bad_checkpoint(kind, good: bytes, marker) -> bytes:
     payload = pickle.dumps(CreatesMarker(marker), protocol=2)
     if kind == "truncated":
@@ -247,13 +198,14 @@ def bad_checkpoint(kind, good: bytes, marker) -> bytes:
         blob[len(blob) // 2] ^= 0x10
         return bytes(blob)
     if kind == "newer":
-        return rewrite(good, version=CHECKPOINT_FORMAT_VERSION + 1)
+        return reencode(good, version=CHECKPOINT_FORMAT_VERSION + 1)
     if kind == "pickled-array":  # a charrnn checkpoint whose array claims dtype object
 
         def make_object(header):
             header["arrays"]["params"].update(dtype="object", shape=[1], offset=0,
                                               nbytes=len(payload))
-        return rewrite(good, edit=make_object, data=payload + b"\0" * (-len(payload) % 64))
+        return reencode(good, edit_header=make_object,
+                        data=payload + b"\0" * (-len(payload) % 64))
     if kind == "pickle":
         return payload
     if kind == "text":
