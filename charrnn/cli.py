@@ -32,12 +32,12 @@ def parse_duration(value: str | None) -> float | None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Limit the Numba threads (the softmax runs across them); BLAS stays at one thread
-    (see main)."""
+    """Threads for charrnn's own parallel pieces (see parallel.py); BLAS stays at one
+    thread per call (see main)."""
     if not threads:
         return
-    import numba
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    from . import parallel
+    parallel.set_thread_count(threads)
 
 
 def finite(ctx, param, value):
