@@ -28,8 +28,8 @@ def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
             a[j] = x[j] + r[j]
         for j in range(3 * H):
             a[j] = sigmoid(a[j])
-        for j in range(3 * H, 4 * H):
-            a[j] = tanh(a[j])
+        for j in range(H):  # (not range(3H, 4H): LLVM leaves that loop scalar)
+            a[3 * H + j] = tanh(a[3 * H + j])
         cp, co, ho, tc = c_prev[n], c_out[n], h_out[n], aux[n]
         for j in range(H):
             co[j] = a[H + j] * cp[j] + a[j] * a[3 * H + j]
