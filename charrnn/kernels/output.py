@@ -4,33 +4,67 @@ output logits, and the row scatter that is the backward of an embedding lookup."
 import numpy as np
 from numba import njit
 
+from .activations import fast_exp
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _row_max(row):
+    """Max of a row with eight independent running maxima, so the loop vectorises
+    without reassociating anything (max is exact in any order)."""
+    V = row.shape[0]
+    best = np.full(8, row[0])
+    blocks = V // 8 * 8
+    for v in range(0, blocks, 8):
+        for k in range(8):
+            best[k] = row[v + k] if row[v + k] > best[k] else best[k]
+    top = best.max()
+    for v in range(blocks, V):
+        top = row[v] if row[v] > top else top
+    return top
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _row_sum(row):
+    """Sum of a row in float64 with eight independent partial sums: a fixed order (so
+    results repeat exactly) that still vectorises."""
+    V = row.shape[0]
+    partial = np.zeros(8)
+    blocks = V // 8 * 8
+    for v in range(0, blocks, 8):
+        for k in range(8):
+            partial[k] += row[v + k]
+    total = partial.sum()
+    for v in range(blocks, V):
+        total += row[v]
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def softmax_xent(logits, targets, grad_scale, losses):
     """Softmax cross-entropy per row, turning logits into their gradient in place.
 
     Inputs: logits (M, V); targets (M) ids; grad_scale, the factor applied to
-    d loss / d logits (1 / M for a mean loss; 0 skips the gradient and leaves logits
-    unchanged). Outputs: losses (M) in nats; logits (M, V) overwritten with
-    grad_scale * (softmax - onehot) unless grad_scale is 0.
-    Callers may run disjoint row ranges on separate threads (the GIL is released).
+    d loss / d logits (1 / M for a mean loss; 0 when no gradient is wanted).
+    Outputs: losses (M) in nats; logits (M, V) overwritten: with
+    grad_scale * (softmax - onehot), or, when grad_scale is 0, with scratch values.
+    One exp per logit, in a loop of its own so it vectorises (see activations.py); sums
+    run in float64. Callers may run disjoint row ranges on separate threads (the
+    GIL is released).
     """
     M, V = logits.shape
     for m in range(M):
         row = logits[m]
-        top = row[0]
-        for v in range(1, V):
-            if row[v] > top:
-                top = row[v]
-        total = 0.0
-        for v in range(V):
-            total += np.exp(row[v] - top)
-        log_total = np.log(total)
+        top = _row_max(row)
         target = targets[m]
-        losses[m] = log_total + top - row[target]
+        target_logit = row[target]
+        for v in range(V):
+            row[v] = fast_exp(row[v] - top)
+        total = _row_sum(row)
+        losses[m] = np.log(total) + top - target_logit
         if grad_scale != 0.0:
+            scale = grad_scale / total
             for v in range(V):
-                row[v] = np.exp(row[v] - top - log_total) * grad_scale
+                row[v] = row[v] * scale
             row[target] -= grad_scale
 
 
