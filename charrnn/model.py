@@ -112,6 +112,11 @@ class Model:
             counts = np.asarray(unigram_counts, np.float64) + 1.0
             self.params["by"][...] = np.log(counts / counts.sum())
 
+    def folds_embedding(self, rows: int) -> bool:
+        """Whether layer 0 computes embed[x] @ Wx0 as a lookup in embed @ Wx0: cheaper
+        whenever the vocabulary has fewer rows than the batch (M = N * T)."""
+        return bool(self.config.embed) and self.config.vocab_size < rows
+
     def zero_state(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(h, c), each (L, N, H) zeros; c is unused by GRU and RNN but always carried."""
         shape = (self.config.layers, batch_size, self.config.hidden)
@@ -139,6 +144,9 @@ class Model:
             gx = np.empty((M, GH), self.dtype)  # (M, GH) input projections
             if layer == 0 and not cfg.embed:
                 gather_rows_plus(p["Wx0"], xs, p["b0"], gx)
+            elif layer == 0 and self.folds_embedding(M):
+                # embed[x] @ Wx0 = (embed @ Wx0)[x]: one (V, GH) product, then a lookup
+                gather_rows_plus(p["embed"] @ p["Wx0"], xs, p["b0"], gx)
             else:
                 x = p["embed"][xs] if layer == 0 else x  # (M, D)
                 parallel.matmul(x, p[f"Wx{layer}"], gx)
@@ -210,6 +218,12 @@ class Model:
             dgx_rows.sum(axis=0, out=g[f"b{layer}"])
             if layer == 0 and not cfg.embed:
                 scatter_add_rows(xs, dgx_rows, g["Wx0"])
+                continue
+            if layer == 0 and self.folds_embedding(M):
+                dtable = np.zeros((cfg.vocab_size, GH), self.dtype)  # (V, GH)
+                scatter_add_rows(xs, dgx_rows, dtable)
+                np.matmul(p["embed"].T, dtable, out=g["Wx0"])
+                np.matmul(dtable, p["Wx0"].T, out=g["embed"])
                 continue
             parallel.matmul_tn(inputs[layer], dgx_rows, g[f"Wx{layer}"])
             dx = parallel.matmul(dgx_rows, p[f"Wx{layer}"].T,

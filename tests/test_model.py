@@ -141,6 +141,27 @@ def test_gradients_match_central_differences(cell, embed):
             assert np.abs(grad).max() > 1e-3, name
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_with_and_without_the_folded_embedding(cell):
+    """Layer 0 looks rows up in embed @ Wx0 when the batch has more rows than the
+    vocabulary (M = N * T > V) and multiplies embed[x] @ Wx0 otherwise; both paths
+    must pass the gradient check and give the same loss."""
+    folded = make_case(cell, 3, steps=T, batch=N)
+    assert folded.model.folds_embedding(N * T)
+    unfolded = make_case(cell, 3, steps=2, batch=1)
+    assert not unfolded.model.folds_embedding(2)
+    for case in (folded, unfolded):
+        mismatches, errors, _ = gradient_check(case)
+        assert mismatches == [], {name: errors[name] for name in mismatches}
+    loss_folded = folded.forward(need_grad=False)[1]
+    with_rows = folded.model.folds_embedding
+    folded.model.folds_embedding = lambda rows: False
+    try:
+        assert np.allclose(folded.forward(need_grad=False)[1], loss_folded, rtol=1e-12)
+    finally:
+        folded.model.folds_embedding = with_rows
+
+
 @pytest.mark.parametrize("target", ["Wh1", "bn0", "embed", "h0"])
 def test_gradient_check_reports_a_corrupted_gradient(monkeypatch, target):
     """(f) The checker is sensitive: one entry off by 1e-4 relative is reported, and
