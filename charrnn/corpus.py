@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import stat
 import sys
 import tempfile
@@ -136,10 +137,11 @@ class Corpus:
 
     Use as a context manager: '-' (stdin) or a pipe is spooled to a temporary file in
     the cache directory, removed when the block ends; the ids stay readable after it.
+    `stdin` replaces sys.stdin's bytes for '-' (any object with read(size)).
     """
 
     def __init__(self, path: str, encoding: str = "utf-8", errors: str = "strict",
-                 cache: str | None = None, chunk_bytes: int | None = None):
+                 cache: str | None = None, chunk_bytes: int | None = None, stdin=None):
         self.encoding, self.errors = encoding, errors
         self.chunk_bytes = chunk_bytes or CHUNK_BYTES
         self.cache = cache or cache_dir()
@@ -151,7 +153,9 @@ class Corpus:
         except OSError as error:
             raise self.cache_error(error) from None
         try:
-            if path == "-" or is_stream(path):  # can be read only once: keep a copy
+            if path == "-" and stdin is not None:  # e.g. rank 0's stdin, broadcast
+                self.source = self._spool_copy(stdin)
+            elif path == "-" or is_stream(path):  # can be read only once: keep a copy
                 with open_binary(path) as (handle, _):
                     self.source = self._spool_copy(handle)
             digest, size = self._hash()
@@ -196,9 +200,16 @@ class Corpus:
         handle = tempfile.NamedTemporaryFile(dir=self.cache, prefix="spool-", suffix=".tmp",
                                              delete=False)
         self._spool = handle.name  # so close() removes it whatever happens next
+
+        def read():
+            try:
+                return source.read(self.chunk_bytes)
+            except OSError as error:  # the source's fault, not the cache's
+                raise CorpusError(f"{self.name}: cannot read: {error.strerror or error}") \
+                    from None
         try:
             with handle:
-                while data := source.read(self.chunk_bytes):
+                while data := read():
                     handle.write(data)
         except OSError as error:
             raise self.cache_error(error) from None
@@ -249,10 +260,12 @@ class Corpus:
 
     def _atomic_write(self, path: str, write) -> None:
         """Write through a temporary file renamed into place, so concurrent runs and
-        crashes never leave a half-written cache file under its final name."""
-        temporary = f"{path}.tmp{os.getpid()}"
+        crashes never leave a half-written cache file under its final name. The
+        temporary name is unique (not just the pid): ranks of one MPI job on machines
+        sharing the cache, or threads, may write the same file at once."""
+        temporary = f"{path}.tmp{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            with open(temporary, "wb") as handle:
+            with open(temporary, "xb") as handle:
                 write(handle)
             os.replace(temporary, path)
         except OSError as error:
@@ -358,13 +371,21 @@ class BatchStream:
     batch; when it passes the end it wraps to 0, and next_batch says so, because the
     state carried to that point belongs to other text. ids is anything that slices into
     arrays: an ndarray, or an IdFile, of which a batch reads N windows of T + 1 ids.
+
+    `rows` (lo, hi) keeps only streams lo..hi-1 of the N (one rank's share in
+    data-parallel training): S still comes from N, so each kept stream is the same text
+    whatever the share, and its batches are the rows lo..hi-1 of the full batches.
     """
     ids: np.ndarray | IdFile
     batch_size: int  # N parallel streams
     seq_len: int  # T characters per stream per batch
     cursor: int = 0
+    rows: tuple[int, int] | None = None  # (lo, hi): the streams produced; None = all N
 
     def __post_init__(self):
+        self.lo, self.hi = self.rows or (0, self.batch_size)
+        if not 0 <= self.lo <= self.hi <= self.batch_size:
+            raise ValueError(f"rows {self.rows} are not a range of the {self.batch_size} streams")
         self.stream_len = (len(self.ids) - 1) // self.batch_size
         self.batches_per_epoch = self.stream_len // self.seq_len
         if self.batches_per_epoch < 1:
@@ -373,18 +394,18 @@ class BatchStream:
                 f"{self.batch_size} x --seq-len {self.seq_len} needs at least "
                 f"{self.batch_size * self.seq_len + 1}: lower --batch-size or --seq-len, "
                 f"lower --val-fraction, or give a larger corpus")
-        self._window = np.empty((self.batch_size, self.seq_len + 1), np.int32)  # (N, T+1)
+        self._window = np.empty((self.hi - self.lo, self.seq_len + 1), np.int32)  # (n, T+1)
 
     def batch(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch b: x, y (N, T) int32 ids."""
+        """Batch b: x, y (n, T) int32 ids, n = hi - lo streams (N unless rows is given)."""
         T = self.seq_len
-        for s in range(self.batch_size):
+        for row, s in enumerate(range(self.lo, self.hi)):
             start = s * self.stream_len + b * T
-            self._window[s] = self.ids[start:start + T + 1]
+            self._window[row] = self.ids[start:start + T + 1]
         return self._window[:, :-1].copy(), self._window[:, 1:].copy()
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Return (x, y, wrapped): x, y (N, T) int32 ids; wrapped is true when this
+        """Return (x, y, wrapped): x, y (n, T) int32 ids; wrapped is true when this
         batch starts a new pass over the text."""
         wrapped = self.cursor >= self.batches_per_epoch
         if wrapped:

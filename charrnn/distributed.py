@@ -1,21 +1,33 @@
 """Data-parallel training across processes on MPI (optional: `pip install 'charrnn[mpi]'`).
 
-The trainer talks to a communicator with four collective operations; a single process
-uses LocalComm, whose operations do nothing, and never imports mpi4py. Under
+The trainer talks to a communicator with a handful of collective operations; a single
+process uses LocalComm, whose operations do nothing, and never imports mpi4py. Under
 `mpiexec -n K`, MPIComm wraps MPI.COMM_WORLD: gradients travel as one flat buffer in
 one Allreduce per step, so every rank applies the same Adam update to the same weights.
+The layout follows the usual synchronous data parallelism (Horovod, PyTorch DDP): each
+rank owns a contiguous share of the batch (rank_rows), sums of gradients and losses are
+reduced, and everything else is computed identically everywhere.
+
+A collective waits for every rank, so a rank that stops early leaves the others waiting
+for ever: every decision that ends a run is reduced (or made by rank 0 and shared), and
+a failure on one rank alone ends the job through abort().
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import numpy as np
 
 # Variables the common MPI launchers set in every rank's environment.
+# (SLURM_STEP_NUM_TASKS rather than SLURM_NTASKS, which a whole batch script sees.)
 _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
-                   "SLURM_NTASKS")
+                   "SLURM_STEP_NUM_TASKS")
+# For tests only: "RANK:STEP" makes that rank raise once STEP steps are done,
+# "RANK:STEP:kill" makes it die by SIGKILL there, as a crashed or killed process would.
+FAULT_ENV = "CHARRNN_INJECT_FAULT"
 
 
 class LocalComm:
@@ -26,11 +38,20 @@ class LocalComm:
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         return array
 
+    def allreduce_max(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def allgather(self, value) -> list:
+        return [value]
+
     def allgather_rows(self, local: np.ndarray, axis: int) -> np.ndarray:
         return local
 
-    def any(self, flag: bool) -> bool:
-        return bool(flag)
+    def bcast(self, value):
+        return value
+
+    def local_size(self) -> int:
+        return 1
 
     def abort(self, code: int = 1) -> None:
         sys.exit(code)
@@ -51,18 +72,33 @@ class MPIComm:
         self._comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
         return array
 
+    def allreduce_max(self, array: np.ndarray) -> np.ndarray:
+        """Elementwise maximum over all ranks, in place (flags: any rank raising one)."""
+        self._comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.MAX)
+        return array
+
+    def allgather(self, value) -> list:
+        """Every rank's (small, picklable) value, in rank order."""
+        return self._comm.allgather(value)
+
     def allgather_rows(self, local: np.ndarray, axis: int) -> np.ndarray:
         """Concatenate every rank's `local` along `axis`, in rank order."""
         pieces = self._comm.allgather(np.ascontiguousarray(local))
         return np.concatenate(pieces, axis=axis)
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if flag is true on any rank (keeps decisions in step)."""
-        return bool(self._comm.allreduce(int(bool(flag)), op=self._mpi.MAX))
+    def bcast(self, value):
+        """Rank 0's (picklable) value, on every rank."""
+        return self._comm.bcast(value, root=0)
+
+    def local_size(self) -> int:
+        """Ranks on this machine (they share its cores)."""
+        return self._comm.Split_type(self._mpi.COMM_TYPE_SHARED).Get_size()
 
     def abort(self, code: int = 1) -> None:
         """End every rank: a rank that fails must not leave the others waiting."""
+        sys.stderr.flush()
         self._comm.Abort(code)
+        os._exit(code)  # MPICH's Abort can return to the caller before the kill arrives
 
 
 def launched_by_mpi() -> bool:
@@ -74,12 +110,60 @@ def communicator():
     if not launched_by_mpi():
         return LocalComm()
     try:
-        return MPIComm()
+        comm = MPIComm()
     except ImportError:
         raise RuntimeError("started by mpiexec but mpi4py is missing: "
                            "pip install 'charrnn[mpi]' (or make install-mpi)") from None
+    return comm if comm.size > 1 else LocalComm()
 
 
 def rank_rows(total: int, rank: int, size: int) -> tuple[int, int]:
     """The contiguous share [lo, hi) of `total` rows (e.g. batch streams) owned by rank."""
     return rank * total // size, (rank + 1) * total // size
+
+
+def threads_per_rank(comm, cores: int) -> int:
+    """A default --threads: the cores of this machine shared by the ranks running on it
+    (two ranks with all cores each would time-slice every step)."""
+    return max(1, cores // comm.local_size())
+
+
+class BroadcastReader:
+    """A binary stream of rank 0 (mpiexec gives stdin to rank 0 alone) that every rank
+    reads: rank 0 reads each chunk and broadcasts it. Every rank must call read() the
+    same number of times, which reading to the end does; `finished` says it did. A read
+    error on rank 0 is raised on every rank."""
+
+    def __init__(self, comm, handle):
+        self.comm, self.handle, self.finished = comm, handle, False
+
+    def read(self, size: int = -1) -> bytes:
+        data = None
+        if self.comm.rank == 0:
+            try:
+                data = self.handle.read(size)
+            except OSError as error:
+                data = OSError(error.errno, error.strerror or str(error))
+        data = self.comm.bcast(data)
+        if isinstance(data, OSError):
+            self.finished = True
+            raise data
+        self.finished = not data
+        return data
+
+
+class FaultPlan:
+    """Where a test asked this rank to fail (FAULT_ENV), if anywhere."""
+
+    def __init__(self, rank: int, spec: str | None = None):
+        spec = os.environ.get(FAULT_ENV, "") if spec is None else spec
+        parts = spec.split(":") if spec else []
+        self.step = int(parts[1]) if parts and int(parts[0]) == rank else None
+        self.kill = len(parts) > 2 and parts[2] == "kill"
+
+    def check(self, step: int) -> None:
+        if step != self.step:
+            return
+        if self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"fault injected at step {step} ({FAULT_ENV})")

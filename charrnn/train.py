@@ -8,6 +8,13 @@ the text. Everything that decides the trajectory (weights, Adam moments, step, d
 cursor, carried state, RNG state, learning-rate scale) is in the checkpoint, so a
 resumed run continues bit for bit. Validation uses its own state and never touches
 the RNG, so evaluating does not change training.
+
+Data parallel (distributed.py): with K ranks, rank r owns the streams
+rank_rows(N, r, K) and carries their state; each step every rank computes the gradient
+of its rows, and one allreduce of the flat gradient buffer gives every rank the gradient
+of the whole batch. Clipping, the Adam step and the RNG draws (dropout masks are drawn
+for all N rows, each rank using its own) are then the same on every rank, so the
+weights stay identical, and K = 1 is exactly the single-process trainer.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from __future__ import annotations
 import math
 import os
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .checkpoint import save_trained
 from .corpus import BatchStream
+from .distributed import FaultPlan, LocalComm, rank_rows
 from .model import Model
 from .optim import Adam, clip_by_global_norm, learning_rate
 
@@ -30,6 +39,10 @@ MAX_ROLLBACKS = 3
 
 class TrainingDiverged(RuntimeError):
     """The loss stayed non-finite after MAX_ROLLBACKS rollbacks in a row."""
+
+
+class ReplicasDiffer(RuntimeError):
+    """Ranks that should hold the same weights do not (raised on every rank at once)."""
 
 
 @dataclass
@@ -72,40 +85,61 @@ def best_path(path: str) -> str:
     return f"{root}.best{ext}"
 
 
-def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_len: int) -> float | None:
+def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_len: int,
+             comm=None) -> float | None:
     """Mean loss over ids in bits/char, the state carried through each of up to
-    batch_size streams; None if there is too little text."""
+    batch_size streams; None if there is too little text. With a communicator, each
+    rank runs its share of the streams and the sums are reduced: every rank gets the
+    same value."""
+    comm = comm or LocalComm()
     if len(ids) < 2:
         return None
     seq_len = min(seq_len, len(ids) - 1)
     streams = max(1, min(batch_size, (len(ids) - 1) // seq_len))
-    stream = BatchStream(ids, streams, seq_len)
-    h, c = model.zero_state(streams)
-    total, count = 0.0, 0
-    for x, y in stream.epoch_batches():
-        _, losses, h, c = model.forward(x, y, h, c, need_grad=False)
-        total += losses.sum()
-        count += losses.size
-    return total / count / LN2
+    stream = BatchStream(ids, streams, seq_len, rows=rank_rows(streams, comm.rank, comm.size))
+    sums = np.zeros(2)  # (2,) loss total in nats, positions scored
+    if stream.hi > stream.lo:  # more ranks than streams leaves some with none
+        h, c = model.zero_state(stream.hi - stream.lo)
+        for x, y in stream.epoch_batches():
+            _, losses, h, c = model.forward(x, y, h, c, need_grad=False)
+            sums[0] += losses.sum()
+            sums[1] += losses.size
+    total, count = comm.allreduce_sum(sums)
+    return float(total / count / LN2)
 
 
 class Trainer:
+    """Trains model in place. comm (distributed.py) shares the work among ranks; every
+    rank builds its Trainer from the same arguments."""
+
     def __init__(self, model: Model, vocab, train_ids, val_ids, options: TrainOptions,
-                 out_path: str, state: TrainState | None = None, arrays: dict | None = None):
+                 out_path: str, state: TrainState | None = None, arrays: dict | None = None,
+                 comm=None):
         self.model, self.vocab, self.options, self.out_path = model, vocab, options, out_path
-        self.stream = BatchStream(train_ids, options.batch_size, options.seq_len)
+        self.comm = comm or LocalComm()
+        if options.batch_size < self.comm.size:
+            raise ValueError(f"batch of {options.batch_size} streams for {self.comm.size} "
+                             "ranks: each rank needs at least one")
+        self.lo, self.hi = rank_rows(options.batch_size, self.comm.rank, self.comm.size)
+        self.stream = BatchStream(train_ids, options.batch_size, options.seq_len,
+                                  rows=(self.lo, self.hi))
         self.val_ids = val_ids[: options.val_chars] if options.val_chars else val_ids
         self.state = state or TrainState()
         self.rng = np.random.default_rng(options.seed)
         if self.state.rng_state is not None:
             self.rng.bit_generator.state = self.state.rng_state
         self.adam = Adam(model.flat.size, model.dtype)
-        self.h, self.c = model.zero_state(options.batch_size)
+        self.h, self.c = model.zero_state(self.hi - self.lo)  # (L, n, H) this rank's rows
         if arrays:
             self.adam.m[:], self.adam.v[:] = arrays["adam_m"], arrays["adam_v"]
-            self.h[...], self.c[...] = arrays["state_h"], arrays["state_c"]
+            # The checkpoint holds all N streams' state, whatever K wrote it.
+            self.h[...] = arrays["state_h"][:, self.lo:self.hi]
+            self.c[...] = arrays["state_c"][:, self.lo:self.hi]
         self.adam.updates = self.state.step
         self.stream.cursor = self.state.cursor
+        self.stop_signal = 0  # the signal that ended run() with "interrupted", if any
+        self.elapsed = 0.0  # seconds of this run by rank 0's clock, the same on every rank
+        self._fault = FaultPlan(self.comm.rank)
         self._snapshot = None
         self._rollbacks_in_row = 0  # rollbacks since training last got past a failure
         self._failed_at = -1  # step count at the last non-finite loss
@@ -117,9 +151,27 @@ class Trainer:
         return {"options": asdict(self.options), "state": asdict(self.state)}
 
     def save(self, path: str | None = None) -> None:
-        save_trained(path or self.out_path, self.model, self.vocab, self.training_record(),
-                     {"adam_m": self.adam.m, "adam_v": self.adam.v,
-                      "state_h": self.h, "state_c": self.c})
+        """Write a checkpoint (rank 0 alone; every rank must call it: the carried
+        state of all N streams is gathered from the ranks that own them)."""
+        h = self.comm.allgather_rows(self.h, axis=1)  # (L, N, H)
+        c = self.comm.allgather_rows(self.c, axis=1)
+        self.check_replicas()
+        if self.comm.rank == 0:
+            save_trained(path or self.out_path, self.model, self.vocab,
+                         self.training_record(),
+                         {"adam_m": self.adam.m, "adam_v": self.adam.v,
+                          "state_h": h, "state_c": c})
+
+    def check_replicas(self) -> None:
+        """Every rank must hold the weights rank 0 saves; a cheap checksum proves it."""
+        if self.comm.size == 1:
+            return
+        sums = self.comm.allgather(zlib.crc32(self.model.flat))
+        if len(set(sums)) > 1:
+            raise ReplicasDiffer(
+                f"at step {self.state.step} the ranks hold different weights (the MPI "
+                "library's allreduce gave ranks different sums); the last checkpoint in "
+                f"{self.out_path} is rank 0's and resumes")
 
     def take_snapshot(self) -> None:
         self._snapshot = (self.model.flat.copy(), self.adam.m.copy(), self.adam.v.copy(),
@@ -154,31 +206,66 @@ class Trainer:
         if not p:
             return None
         shape = (cfg.layers, self.options.seq_len, self.options.batch_size, cfg.hidden)
-        keep = self.rng.random(shape, dtype=np.float32) >= p
+        # Drawn for all N rows on every rank, so the RNG and each row's mask are those
+        # of a single process; this rank keeps its own rows.
+        keep = self.rng.random(shape, dtype=np.float32)[:, :, self.lo:self.hi] >= p
         return keep.astype(self.model.dtype) / self.model.dtype.type(1.0 - p)
 
     def train_step(self) -> tuple[float, float]:
         """One update. Returns (loss in nats, gradient norm); non-finite values mean the
         update was not applied."""
+        self._fault.check(self.state.step)
         x, y, wrapped = self.stream.next_batch()
         if wrapped:  # a new pass over the text: the carried state belongs elsewhere
             self.h[...] = 0.0
             self.c[...] = 0.0
         loss, _, h, c = self.model.forward(x, y, self.h, self.c, self.dropout_masks())
         self.model.backward()
+        loss = self.reduce_gradient(loss, x.shape[0])
         norm = clip_by_global_norm(self.model.grad_flat, self.options.clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return math.nan, norm
         self.adam.step(self.model.flat, self.model.grad_flat, self.current_lr())
         self.h, self.c = h, c
         self.state.step += 1
-        self.state.chars_seen += x.size
+        self.state.chars_seen += x_chars(self.options)
         return loss, norm
 
+    def reduce_gradient(self, loss: float, rows: int) -> float:
+        """Turn this rank's mean loss and gradient over its rows into those of the whole
+        batch, on every rank: each is weighted by its share of the N rows and summed.
+        Returns the batch's mean loss (nats). A non-finite value anywhere spreads to
+        every rank, so all of them roll back together."""
+        if self.comm.size == 1:
+            return loss
+        share = rows / self.options.batch_size  # M_local / M_global (T is common)
+        grad = self.model.grad_flat
+        grad *= grad.dtype.type(share)
+        self.comm.allreduce_sum(grad)  # (P,) one flat buffer, one call
+        return float(self.comm.allreduce_sum(np.array([loss * share]))[0])
+
+    def stop_reason(self, start: float, stop_requested) -> str | None:
+        """Why to stop before the next step, or None; the same on every rank: the step
+        count is, a signal to any rank stops them all, and the clock is rank 0's (kept
+        in self.elapsed, which is what anything timed must read)."""
+        o, s = self.options, self.state
+        if o.steps is not None and s.step >= o.steps:
+            return "steps"
+        clock = time.perf_counter() - start if self.comm.rank == 0 else 0.0
+        shared = np.array([clock, int(stop_requested())], np.float64)  # (2,) exact values
+        self.elapsed, signum = self.comm.allreduce_max(shared)
+        if o.time_limit is not None and self.elapsed >= o.time_limit:
+            return "time"
+        if signum:
+            self.stop_signal = int(signum)
+            return "interrupted"
+        return None
+
     # -- the loop -------------------------------------------------------------------------
-    def run(self, on_event=lambda event: None, stop_requested=lambda: False) -> str:
+    def run(self, on_event=lambda event: None, stop_requested=lambda: 0) -> str:
         """Train until a stop condition; returns why it stopped: "steps", "time",
-        "patience" or "interrupted". Raises TrainingDiverged."""
+        "patience" or "interrupted". stop_requested() returns a signal number, or
+        anything true, to stop (kept in stop_signal). Raises TrainingDiverged."""
         o, s = self.options, self.state
         start = time.perf_counter()
         seconds_before = s.train_seconds
@@ -187,14 +274,9 @@ class Trainer:
                   "params": self.model.config.parameter_count()})
         reason, last_eval_step, train_loss_sum, train_count = "steps", None, 0.0, 0
         while True:
-            elapsed = time.perf_counter() - start
-            if o.steps is not None and s.step >= o.steps:
-                break
-            if o.time_limit is not None and elapsed >= o.time_limit:
-                reason = "time"
-                break
-            if stop_requested():
-                reason = "interrupted"
+            stop = self.stop_reason(start, stop_requested)
+            if stop:
+                reason = stop
                 break
             loss, norm = self.train_step()
             if not math.isfinite(loss):
@@ -238,7 +320,7 @@ class Trainer:
         """Validate, record history, keep the best checkpoint. Returns True when
         patience has run out."""
         o, s = self.options, self.state
-        val_bpc = evaluate(self.model, self.val_ids, o.batch_size, o.seq_len)
+        val_bpc = evaluate(self.model, self.val_ids, o.batch_size, o.seq_len, self.comm)
         s.last_val_bpc = val_bpc
         record = {"step": s.step, "seconds": round(s.train_seconds, 3),
                   "train_bpc": train_loss / LN2, "val_bpc": val_bpc, "lr": self.current_lr()}

@@ -425,6 +425,26 @@ def test_epoch_batches_match_next_batch_and_leave_the_cursor():
         assert np.array_equal(x, nx) and np.array_equal(y, ny)
 
 
+@pytest.mark.parametrize("rows", [(0, 5), (0, 2), (2, 5), (4, 5), (3, 3)])
+def test_a_share_of_the_streams_is_those_rows_of_the_full_batches(rows):
+    # One rank's share in data-parallel training: the same text as with every stream.
+    full = BatchStream(np.arange(203), batch_size=5, seq_len=6)
+    share = BatchStream(np.arange(203), batch_size=5, seq_len=6, rows=rows)
+    assert share.stream_len == full.stream_len
+    assert share.batches_per_epoch == full.batches_per_epoch
+    for _ in range(full.batches_per_epoch + 2):  # across the wrap
+        x, y, wrapped = full.next_batch()
+        sx, sy, swrapped = share.next_batch()
+        assert sx.shape == (rows[1] - rows[0], 6) and swrapped == wrapped
+        assert np.array_equal(sx, x[rows[0]:rows[1]]) and np.array_equal(sy, y[rows[0]:rows[1]])
+
+
+@pytest.mark.parametrize("rows", [(-1, 2), (3, 2), (0, 6)])
+def test_a_share_outside_the_streams_is_refused(rows):
+    with pytest.raises(ValueError, match="not a range"):
+        BatchStream(np.arange(203), batch_size=5, seq_len=6, rows=rows)
+
+
 def test_a_memory_mapped_corpus_works(tmp_path):
     path = tmp_path / "ids.u8"
     np.arange(100, dtype=np.uint8).tofile(path)

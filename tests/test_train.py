@@ -120,7 +120,7 @@ def test_resume_after_an_interrupt_keeps_the_schedule(corpus, tmp_path, monkeypa
     def stop_after_17(self):
         if next(calls) >= 17:
             self.signum = signal.SIGTERM
-        return bool(self.signum)
+        return self.signum
 
     with monkeypatch.context() as patch:
         patch.setattr(charrnn.cli.StopFlag, "__call__", stop_after_17)
