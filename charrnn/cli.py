@@ -123,7 +123,7 @@ VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigg
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
 @click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True, help="What to do with undecodable bytes.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (per rank under mpiexec) [default: all cores, shared out among the ranks on one machine].")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, help="Append one JSON object per evaluation to this file.")
 @click.pass_context
@@ -137,72 +137,171 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
     charrnn train corpus.txt -o model.ckpt --resume --steps 4000
     cat a.txt b.txt | charrnn train - -o model.ckpt --max-vocab 3000
     charrnn train new.txt -o new.ckpt --init-from old.ckpt --steps 500
+    mpiexec -n 4 charrnn train corpus.txt -o model.ckpt --threads 2
     """
+    from .distributed import communicator, threads_per_rank
+    try:
+        comm = communicator()
+    except RuntimeError as error:
+        fail(str(error))
+    if threads is None and comm.size > 1:
+        from .parallel import thread_count
+        threads = threads_per_rank(comm, thread_count())
     set_threads(threads)
-    from .corpus import Corpus, CorpusError, split_ids
-    from .train import Trainer, TrainingDiverged
+    try:
+        code = train_on_ranks(ctx, comm, corpus, output, resume, force, init_from, max_vocab,
+                              min_count, quiet, log_path, encoding, errors, time_limit, flags)
+    except AllRanks as agreed:  # every rank ends here together
+        if comm.rank == 0:
+            raise agreed.error from None
+        sys.exit(agreed.error.exit_code)
+    except BaseException as error:
+        if comm.size == 1:
+            raise
+        # This rank alone: the others may be waiting for it in a collective.
+        click.echo(f"Error: rank {comm.rank}: {describe(error)}", err=True)
+        comm.abort(1)
+    if code:
+        sys.exit(code)
 
-    time_limit = parse_duration(time_limit)
+
+class AllRanks(Exception):
+    """A failure every rank knows of, so all of them can end together (rank 0 reports
+    it). Under MPI, a failure on some ranks alone must end the job through abort."""
+
+    def __init__(self, error: click.ClickException):
+        super().__init__(error.format_message())
+        self.error = error
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, click.ClickException):
+        return error.format_message()
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def settle(comm, failure: click.ClickException | None) -> None:
+    """Collective: if any rank failed, raise AllRanks on every rank with the failure of
+    the lowest such rank."""
+    report = None if failure is None else (failure.exit_code, failure.format_message())
+    for rank, found in enumerate(comm.allgather(report)):
+        if found is not None:
+            if rank == comm.rank:
+                raise AllRanks(failure)
+            error = click.ClickException(f"rank {rank}: {found[1]}")
+            error.exit_code = found[0]
+            raise AllRanks(error)
+
+
+def train_on_ranks(ctx, comm, corpus, output, resume, force, init_from, max_vocab, min_count,
+                   quiet, log_path, encoding, errors, time_limit, flags) -> int:
+    """The train command on each rank (one with LocalComm); returns the exit code.
+    Rank 0 alone checks the output and reads checkpoints; every rank reads the corpus
+    (rank 0's stdin is broadcast) and trains its share of the streams."""
+    from .corpus import Corpus, CorpusError, split_ids
+    from .distributed import BroadcastReader, bcast_checkpoint
+    from .train import ReplicasDiffer, Trainer, TrainingDiverged
+
     given = {name for name in flags
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    failure, shared = None, None
+    if comm.rank == 0:
+        try:
+            shared = parse_duration(time_limit), checked_base(output, resume, force, init_from)
+        except click.ClickException as error:
+            failure = error
+    settle(comm, failure)
+    time_limit, base = shared if comm.rank == 0 else (None, None)
+    time_limit, base = comm.bcast(time_limit), bcast_checkpoint(comm, base)
+    clock = time.perf_counter()
+    notes = []  # (line, shown even with --quiet): printed once nothing can fail
+    vocab_given = {name for name in ("max_vocab", "min_count")
+                   if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    stdin = BroadcastReader(comm, sys.stdin.buffer) if corpus == "-" and comm.size > 1 \
+        else None
+    failure, key = None, None
+    try:
+        try:
+            with Corpus(corpus, encoding, errors, stdin=stdin) as text:
+                key = text.key
+                vocab = corpus_vocab(text, max_vocab, min_count, notes) \
+                    if not resume or vocab_given else None
+                if resume:
+                    model, vocab, options, state, arrays = resumed_run(
+                        base, output, text, vocab, vocab_given, flags, given, time_limit)
+                else:
+                    model, options = new_run(base, init_from, text, vocab, flags, given,
+                                             time_limit, notes)
+                    state, arrays = None, None
+                ids = text.ids(vocab)
+                notes.insert(0, (f"corpus {text.name}: {text.n_chars:,} chars, "
+                                 f"{len(text.counts):,} distinct; ids "
+                                 f"{'reused from' if text.ids_cached else 'cached in'} "
+                                 f"{text.ids_path(vocab)} ({time.perf_counter() - clock:.1f} s)",
+                                 False))
+        except CorpusError as error:
+            fail(str(error))
+        if options.batch_size < comm.size:
+            raise click.UsageError(f"--batch-size {options.batch_size} is smaller than the "
+                                   f"{comm.size} ranks: each rank needs at least one stream; "
+                                   "raise --batch-size or start fewer ranks")
+        train_ids, val_ids = split_ids(ids, options.val_fraction)
+        if not resume and "val_chars" not in given and len(val_ids) > VAL_CHARS_CAP:
+            # A whole held-out tenth of a big corpus would take longer to score than the
+            # training between two evaluations; the same first chars are used every time.
+            options.val_chars = VAL_CHARS_CAP
+            notes.append((f"validating on the first {VAL_CHARS_CAP:,} of {len(val_ids):,} "
+                          "held-out chars; --val-chars 0 for all", False))
+        try:
+            trainer = Trainer(model, vocab, train_ids, val_ids, options, output, state, arrays,
+                              comm)
+        except CorpusError as error:
+            fail(str(error))
+    except click.ClickException as error:
+        if stdin is not None and not stdin.finished:
+            raise  # rank 0 is still broadcasting stdin: only an abort ends it
+        failure = error
+    settle(comm, failure)
+    keys = comm.allgather(key)
+    if any(other != keys[0] for other in keys):
+        rank = next(r for r, other in enumerate(keys) if other != keys[0])
+        raise AllRanks(click.ClickException(
+            f"rank {rank} read other bytes from {corpus} than rank 0: every machine needs "
+            "the same corpus file (or give '-' to send rank 0's stdin to all ranks)"))
+    reporter = None  # other ranks stay silent
+    if comm.rank == 0:
+        for line, always in notes:
+            if always or not quiet:
+                click.echo(line, err=True)
+        reporter = Reporter(quiet, log_path)
+    stop = StopFlag()
+    try:
+        with stop.installed():
+            reason = trainer.run(reporter or (lambda event: None), stop)
+    except (TrainingDiverged, ReplicasDiffer) as error:  # raised on every rank at once
+        raise AllRanks(click.ClickException(str(error))) from None
+    except OSError as error:
+        fail(f"cannot write {output}: {error.strerror or error}")
+    if reporter:
+        reporter.close()
+    if reason != "interrupted":
+        return 0
+    if reporter:
+        click.echo(f"stopped at step {trainer.state.step}; saved {output}; continue with: "
+                   f"charrnn train {corpus} -o {output} --resume", err=True)
+    return 128 + trainer.stop_signal
+
+
+def checked_base(output: str, resume: bool, force: bool, init_from: str | None):
+    """The checkpoint a run starts from (--resume: output; --init-from), or None, once
+    writing output is known to be safe. Rank 0 alone: it writes the checkpoints."""
     if resume and init_from:
         raise click.UsageError("--resume continues --output itself and --init-from starts a "
                                "new run from another checkpoint: give one of them")
     refuse_to_overwrite(output, resume, force)
     # A bad checkpoint fails before a big corpus is read.
-    base = load_trained_or_fail(output if resume else init_from) if resume or init_from \
+    return load_trained_or_fail(output if resume else init_from) if resume or init_from \
         else None
-    clock = time.perf_counter()
-    notes = []  # (line, shown even with --quiet): printed once nothing can fail
-    vocab_given = {name for name in ("max_vocab", "min_count")
-                   if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    try:
-        with Corpus(corpus, encoding, errors) as text:
-            vocab = corpus_vocab(text, max_vocab, min_count, notes) \
-                if not resume or vocab_given else None
-            if resume:
-                model, vocab, options, state, arrays = resumed_run(
-                    base, output, text, vocab, vocab_given, flags, given, time_limit)
-            else:
-                model, options = new_run(base, init_from, text, vocab, flags, given,
-                                         time_limit, notes)
-                state, arrays = None, None
-            ids = text.ids(vocab)
-            notes.insert(0, (f"corpus {text.name}: {text.n_chars:,} chars, "
-                             f"{len(text.counts):,} distinct; ids "
-                             f"{'reused from' if text.ids_cached else 'cached in'} "
-                             f"{text.ids_path(vocab)} ({time.perf_counter() - clock:.1f} s)",
-                             False))
-    except CorpusError as error:
-        fail(str(error))
-    train_ids, val_ids = split_ids(ids, options.val_fraction)
-    if not resume and "val_chars" not in given and len(val_ids) > VAL_CHARS_CAP:
-        # A whole held-out tenth of a big corpus would take longer to score than the
-        # training between two evaluations; the same first chars are used every time.
-        options.val_chars = VAL_CHARS_CAP
-        notes.append((f"validating on the first {VAL_CHARS_CAP:,} of {len(val_ids):,} "
-                      "held-out chars; --val-chars 0 for all", False))
-    try:
-        trainer = Trainer(model, vocab, train_ids, val_ids, options, output, state, arrays)
-    except CorpusError as error:
-        fail(str(error))
-    for line, always in notes:
-        if always or not quiet:
-            click.echo(line, err=True)
-    reporter = Reporter(quiet, log_path)
-    stop = StopFlag()
-    try:
-        with stop.installed():
-            reason = trainer.run(reporter, stop)
-    except TrainingDiverged as error:
-        fail(str(error))
-    except OSError as error:
-        fail(f"cannot write {output}: {error.strerror or error}")
-    reporter.close()
-    if reason == "interrupted":
-        click.echo(f"stopped at step {trainer.state.step}; saved {output}; continue with: "
-                   f"charrnn train {corpus} -o {output} --resume", err=True)
-        sys.exit(128 + stop.signum)
 
 
 def refuse_to_overwrite(output: str, resume: bool, force: bool) -> None:
@@ -296,6 +395,11 @@ def resumed_run(base, output, text, vocab, vocab_given, flags, given, time_limit
         raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture or "
                                f"vocabulary stored in {output}; drop them when resuming")
     saved = dict(record.get("options", {}))
+    if "batch_size" in given and flags["batch_size"] != saved.get("batch_size"):
+        # The data cursor and the carried state belong to the stored streams.
+        raise click.UsageError(f"--batch-size {flags['batch_size']} differs from the "
+                               f"{saved.get('batch_size')} streams stored in {output}: drop it "
+                               "to resume them (any number of ranks shares the same streams)")
     saved.update({name: flags[name] for name in given if name in saved})
     saved["time_limit"] = time_limit
     if "steps" in given or time_limit is not None:
@@ -314,8 +418,9 @@ class StopFlag:
     def __init__(self):
         self.signum = 0
 
-    def __call__(self) -> bool:
-        return bool(self.signum)
+    def __call__(self) -> int:
+        """The signal received, 0 if none."""
+        return self.signum
 
     def _handle(self, signum, frame):
         self.signum = signum

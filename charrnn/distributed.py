@@ -152,6 +152,25 @@ class BroadcastReader:
         return data
 
 
+def bcast_checkpoint(comm, loaded):
+    """Rank 0's loaded checkpoint (model, vocab, training record, arrays), or None, on
+    every rank, so a checkpoint need exist on rank 0's machine only. Sent as plain data:
+    a Model's parameters are views into one buffer, which pickling would not keep."""
+    if comm.size == 1:
+        return loaded
+    plain = None
+    if comm.rank == 0 and loaded is not None:
+        model, vocab, record, arrays = loaded
+        plain = (model.config.to_dict(), model.flat, vocab.to_dict(), record, arrays)
+    plain = comm.bcast(plain)
+    if comm.rank == 0 or plain is None:
+        return loaded
+    from .model import Model, ModelConfig
+    from .vocab import Vocab
+    config, flat, vocab, record, arrays = plain
+    return Model(ModelConfig.from_dict(config), flat), Vocab.from_dict(vocab), record, arrays
+
+
 class FaultPlan:
     """Where a test asked this rank to fail (FAULT_ENV), if anywhere."""
 

@@ -1,8 +1,12 @@
 """Data-parallel training: K ranks train the model one process would.
 
-In-process, K ranks run as K threads joined by ThreadComm (the communicator's
-collectives over a barrier), so the trainer's share-out, gradient reduction, dropout
-slicing, state gathering and resume across K are checked on every machine.
+Two layers of tests. In-process, K ranks run as K threads joined by ThreadComm (the
+communicator's collectives over a barrier), so the trainer's share-out, gradient
+reduction, dropout slicing, state gathering and resume across K are checked on every
+machine. Then the real thing: `mpiexec -n 2 charrnn train` through the installed console
+script (skipped with a message where mpi4py or mpiexec is absent; `make install`
+installs them), against the same run on one process, across --resume with K changed,
+and with a rank that fails or is killed, which must end the job rather than hang.
 
 Tolerance: K ranks sum the same float32 gradient terms in another order, so weights
 differ from K = 1 by float32 rounding carried through training. Measured: under 3e-7
@@ -11,8 +15,14 @@ after 40 steps on weights of order 1; asserted: ATOL = 1e-5 (about 100 float32 u
 """
 
 import functools
+import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +37,9 @@ from charrnn.vocab import Vocab
 from test_train import text_of
 
 ATOL = 1e-5
+BIN = Path(sys.executable).parent
+SMALL = ["--hidden", "16", "--layers", "2", "--embed", "8", "--seq-len", "16",
+         "--batch-size", "8", "--threads", "1", "--seed", "3"]
 TIMEOUT = 120  # seconds for any one command: a hang fails the test instead of CI
 
 
@@ -270,3 +283,156 @@ def test_fault_plan_names_a_rank_and_a_step():
         plan.check(4)
     FaultPlan(0, "1:4").check(4)  # another rank's fault
     FaultPlan(0, "").check(0)
+
+
+def test_without_a_launcher_there_is_one_process_and_no_mpi4py(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text_of())
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI", "OMPI", "PMIX", "MPI_", "SLURM", "HYDRA"))}
+    script = ("import sys\n"
+              "from charrnn.cli import main\n"
+              f"sys.argv = ['charrnn', 'train', {str(corpus)!r}, '-o', "
+              f"{str(tmp_path / 'm.ckpt')!r}, '--steps', '2', '--quiet', *{SMALL!r}]\n"
+              "try:\n    main()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
+              "print('mpi4py' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------- real MPI jobs
+def mpiexec_or_skip() -> str:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py is not installed: `make install-mpi` (or pip install "
+                    "'charrnn[mpi]') to run the MPI tests")
+    found = BIN / "mpiexec"
+    found = str(found) if found.exists() else shutil.which("mpiexec")
+    if not found:
+        pytest.skip("no mpiexec on PATH or beside this Python: pip install mpich")
+    if not (BIN / "charrnn").exists():
+        pytest.skip(f"{BIN / 'charrnn'} is not installed (run `make install`)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mpi") / "corpus.txt"
+    path.write_text(text_of(), encoding="utf-8")
+    return path
+
+
+def charrnn(ranks, *args, env=None, input=None):
+    """Run `charrnn train` on `ranks` processes (mpiexec unless 1); a hang fails."""
+    command = [str(BIN / "charrnn"), "train", *map(str, args)]
+    if ranks > 1:
+        command = [mpiexec_or_skip(), "-n", str(ranks), *command]
+    return subprocess.run(command, env={**os.environ, **(env or {})}, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL,
+                          capture_output=True, timeout=TIMEOUT)
+
+
+def trained(ranks, corpus, out, *args):
+    result = charrnn(ranks, corpus, "-o", out, *SMALL, *args)
+    assert result.returncode == 0, result.stderr.decode()
+    return checkpoint(out)
+
+
+RUN = ["--dropout", "0.1", "--eval-every", "7", "--save-every", "10", "--warmup", "4"]
+
+
+@pytest.mark.mpi
+def test_two_ranks_give_the_weights_of_one(corpus, tmp_path):
+    mpiexec_or_skip()
+    one = trained(1, corpus, tmp_path / "one.ckpt", *RUN, "--steps", 40)
+    result = charrnn(2, corpus, "-o", tmp_path / "two.ckpt", *SMALL, *RUN, "--steps", 40)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b""
+    # Rank 0 alone reports: each line once.
+    err = result.stderr.decode().splitlines()
+    assert len(err) == len(set(err)) and "done at step 40" in err[-1]
+    assert_close_runs(one, checkpoint(tmp_path / "two.ckpt"))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("first, second", [(2, 1), (1, 2)])
+def test_resume_with_the_number_of_ranks_changed(corpus, tmp_path, first, second):
+    mpiexec_or_skip()
+    whole = trained(1, corpus, tmp_path / "whole.ckpt", *RUN, "--steps", 40)
+    trained(first, corpus, tmp_path / "split.ckpt", *RUN, "--steps", 20)
+    resumed = trained(second, corpus, tmp_path / "split.ckpt", "--resume", "--steps", 40)
+    assert_close_runs(whole, resumed)
+
+
+@pytest.mark.mpi
+def test_stdin_on_rank_zero_reaches_every_rank(corpus, tmp_path):
+    mpiexec_or_skip()
+    path = trained(2, corpus, tmp_path / "path.ckpt", "--steps", 6)
+    result = charrnn(2, "-", "-o", tmp_path / "stdin.ckpt", *SMALL, "--steps", 6,
+                     input=corpus.read_bytes())
+    assert result.returncode == 0, result.stderr.decode()
+    for name, array in checkpoint(tmp_path / "stdin.ckpt")[0].items():
+        assert np.array_equal(array, path[0][name]), name
+
+
+@pytest.mark.mpi
+def test_a_setup_error_is_reported_once(corpus, tmp_path):
+    mpiexec_or_skip()
+    (tmp_path / "m.ckpt").write_bytes(b"not a checkpoint")
+    result = charrnn(2, corpus, "-o", tmp_path / "m.ckpt", *SMALL)
+    err = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and len(err) == 1 and "not a charrnn checkpoint" in err[0]
+    result = charrnn(2, corpus, "-o", tmp_path / "n.ckpt", *SMALL, "--batch-size", "1")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("Error:") == 1 and "2 ranks" in err
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_failing_rank_ends_the_job_and_the_checkpoint_resumes(corpus, tmp_path, how):
+    mpiexec_or_skip()
+    out = tmp_path / "m.ckpt"
+    fault = "1:7" + (":kill" if how == "kill" else "")
+    start = time.monotonic()
+    result = charrnn(2, corpus, "-o", out, *SMALL, "--steps", 1000, "--save-every", 3,
+                     "--eval-every", 0, "--quiet", env={FAULT_ENV: fault})
+    err = result.stderr.decode()
+    assert result.returncode != 0 and time.monotonic() - start < TIMEOUT, err
+    if how == "raise":  # our one line comes first; MPI may add its own after it
+        assert err.splitlines()[:1] == [
+            f"Error: rank 1: RuntimeError: fault injected at step 7 ({FAULT_ENV})"], \
+            (result.returncode, err)
+    assert "Traceback" not in err
+    _, state = checkpoint(out)
+    assert state["step"] == 6  # the last save before rank 1 failed
+    resumed = trained(2, corpus, out, "--resume", "--steps", 9)
+    assert resumed[1]["step"] == 9
+
+
+@pytest.mark.mpi
+def test_sigterm_to_mpiexec_stops_every_rank_with_a_checkpoint(corpus, tmp_path):
+    mpiexec = mpiexec_or_skip()
+    out = tmp_path / "m.ckpt"
+    process = subprocess.Popen(
+        [mpiexec, "-n", "2", str(BIN / "charrnn"), "train", str(corpus), "-o", str(out),
+         *SMALL, "--steps", "10000000", "--save-every", "5", "--eval-every", "0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not out.exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM
+    last = err.decode().strip().splitlines()[-1]
+    assert "--resume" in last and str(out) in last
+    assert checkpoint(out)[1]["step"] >= 5

@@ -111,6 +111,15 @@ def test_resume_continues_bit_for_bit(corpus, tmp_path, cell):
     assert_same_arrays(resumed, whole, skip=() if cell == "lstm" else ("state_c",))
 
 
+def test_resume_refuses_another_batch_size(corpus, tmp_path):
+    # The data cursor and the carried state are those of the stored streams.
+    trained(corpus, tmp_path / "m.ckpt", "--steps", 3)
+    result = train(corpus, tmp_path / "m.ckpt", "--resume", "--batch-size", 4)
+    assert result.exit_code == 2
+    assert "--batch-size 4 differs from the 8 streams" in result.stderr
+    assert load(tmp_path / "m.ckpt")[1]["step"] == 3
+
+
 def test_resume_after_an_interrupt_keeps_the_schedule(corpus, tmp_path, monkeypatch):
     # A cosine schedule depends on the total; stop the run as SIGTERM would after 17 steps.
     args = ["--lr-schedule", "cosine", "--steps", 30, "--eval-every", 5, "--save-every", 0]
