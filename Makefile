@@ -66,7 +66,7 @@ bench-quality: install ## model quality benchmark (charrnn.bench_quality)
 install-mpi: install ## add mpi4py and an MPICH build to the venv (failing if they cannot)
 	$(PY) -m pip install -e '.[mpi]'
 
-bench-mpi: install-mpi ## chars/s: 1 process x 2 threads vs 2 MPI ranks x 1 thread
+bench-mpi: install ## chars/s: 1 process x 2 threads vs 2 MPI ranks x 1 thread
 	$(BENCH_ENV) $(PY) -m charrnn.bench_mpi
 
 clean: ## remove build output, caches, checkpoints and derived corpora

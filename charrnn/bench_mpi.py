@@ -117,7 +117,8 @@ def main(argv=None) -> None:
     N, T = BATCH
     print(f"model: {MODEL['cell']} {MODEL['layers']}x{MODEL['hidden']}, embedding "
           f"{MODEL['embed']}, vocabulary {VOCAB}, global batch {N}x{T}, float32; "
-          f"{os.cpu_count()} cores; BLAS {blas_description()}")
+          f"{os.cpu_count()} cores; BLAS {blas_description()}, one thread per call in "
+          "the runs (as charrnn sets it)")
     rounds = [[run(ranks, threads, args.seconds) for ranks, threads in args.runs]
               for _ in range(max(1, args.repeats))]
     results = [max(tries, key=lambda r: r["chars_per_s"]) for tries in zip(*rounds)]
