@@ -102,22 +102,22 @@ VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigg
 @click.option("--init-from", type=click.Path(), default=None, help="Fine-tune: start from this checkpoint's weights and architecture, matched to the new vocabulary by character; new characters get fresh rows.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True, help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(1, 16), default=2, show_default=True, help="Stacked recurrent layers.")
-@click.option("--hidden", type=click.IntRange(1, 8192), default=256, show_default=True, help="Hidden units per layer.")
+@click.option("--hidden", type=click.IntRange(1, 8192), default=None, help="Hidden units per layer [default: by budget: 128 up to --time-limit 3m, 256 up to 20m or with --steps, 384 beyond; 128 for corpora under 300 KB].")
 @click.option("--embed", type=click.IntRange(0, 4096), default=64, show_default=True, help="Input embedding width; 0 = one-hot input.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, callback=finite, help="Dropout after each layer (training only).")
 @click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep only this many of the most frequent characters; the rest become one unknown symbol, never sampled [default: all].")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True, help="Characters seen fewer times than this become the unknown symbol.")
 @click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True, help="Characters per stream per step (BPTT length).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams per step.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True, callback=finite, help="Adam learning rate.")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="constant", show_default=True, help="Learning-rate schedule over --steps.")
-@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True, help="Linear learning-rate warm-up steps.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True, callback=finite, help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["auto", "constant", "cosine", "step"]), default="auto", show_default=True, help="Learning-rate schedule over --steps or --time-limit; auto: cosine to the end of a --time-limit, constant for --steps runs (so they resume bit for bit whatever the total).")
+@click.option("--warmup", type=click.IntRange(0), default=50, show_default=True, help="Linear learning-rate warm-up steps.")
 @click.option("--clip", type=click.FloatRange(0), default=5.0, show_default=True, callback=finite, help="Clip the global gradient norm to this; 0 = off.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Stop when the model has this many steps in total [default: 2000 unless --time-limit].")
 @click.option("--time-limit", default=None, help="Stop after this long: seconds, or 90s, 10m, 2h.")
 @click.option("--eval-every", type=click.IntRange(0), default=200, show_default=True, help="Steps between validation passes; 0 = only at the end.")
 @click.option("--save-every", type=click.IntRange(0), default=500, show_default=True, help="Steps between checkpoint writes; 0 = only at the end.")
-@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True, callback=finite, help="Last fraction of the corpus held out for validation.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=None, callback=finite, help="Last fraction of the corpus held out for validation [default: 0.1, at most 20,000 chars].")
 @click.option("--val-chars", type=click.IntRange(0), default=0, help=f"Validate on at most this many chars (same ones every time); 0 = all [default: all, up to {VAL_CHARS_CAP:,}].")
 @click.option("--patience", type=click.IntRange(0), default=0, show_default=True, help="Stop after this many evaluations without improvement; 0 = never.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
@@ -350,11 +350,16 @@ def new_run(base, init_from, text, vocab, flags, given, time_limit, notes):
 
     from .model import Model, ModelConfig
     from .train import TrainOptions
+    from .defaults import default_hidden, default_val_fraction
     options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
                            time_limit=time_limit)
     if options.steps is None and time_limit is None:
         options.steps = 2000
+    if options.val_fraction is None:
+        options.val_fraction = default_val_fraction(text.n_chars)
     architecture = {k: flags[k] for k in ARCHITECTURE}
+    if architecture["hidden"] is None:
+        architecture["hidden"] = default_hidden(time_limit, text.n_chars)
     if base is not None:
         old_model, old_vocab = base[0], base[1]
         shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change

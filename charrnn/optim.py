@@ -9,23 +9,31 @@ import numpy as np
 from . import parallel
 from .kernels.optim import adam_update, sum_of_squares
 
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("auto", "constant", "cosine", "step")
 
 
 def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | None,
-                  warmup: int = 0, min_fraction: float = 0.1) -> float:
+                  warmup: int = 0, min_fraction: float = 0.1,
+                  time_fraction: float | None = None) -> float:
     """Learning rate for update number `step` (0-based).
 
     1. warm-up: linear from base_lr / warmup up to base_lr over `warmup` steps;
     2. then by schedule: constant; cosine from base_lr down to min_fraction * base_lr at
-       total_steps; step, halving at 50%, 75% and 90% of total_steps.
-    Without a known total (time-limited runs), cosine and step stay at base_lr.
+       the end; step, halving at 50%, 75% and 90% of the way.
+    The way is measured in steps when total_steps is known, else by time_fraction (the
+    share of a time limit used so far); with neither, cosine and step stay at base_lr.
+    When both are known, whichever is further along counts, as the run stops at the first.
     """
     if warmup and step < warmup:
         return base_lr * (step + 1) / warmup
-    if schedule == "constant" or not total_steps or total_steps <= warmup:
+    if schedule == "constant":
         return base_lr
-    progress = min(1.0, (step - warmup) / (total_steps - warmup))
+    fractions = [] if time_fraction is None else [time_fraction]
+    if total_steps and total_steps > warmup:
+        fractions.append((step - warmup) / (total_steps - warmup))
+    if not fractions:
+        return base_lr
+    progress = min(1.0, max(fractions))
     if schedule == "cosine":
         return base_lr * (min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
     return base_lr * 0.5 ** sum(progress >= mark for mark in (0.5, 0.75, 0.9))

@@ -49,9 +49,9 @@ class ReplicasDiffer(RuntimeError):
 class TrainOptions:
     seq_len: int = 64  # T: characters per stream per step (BPTT length)
     batch_size: int = 32  # N: parallel streams per step
-    lr: float = 2e-3  # Adam base learning rate
-    lr_schedule: str = "constant"  # constant | cosine | step (see optim.learning_rate)
-    warmup: int = 0  # linear warm-up steps
+    lr: float = 3e-3  # Adam base learning rate
+    lr_schedule: str = "auto"  # auto | constant | cosine | step (see current_lr)
+    warmup: int = 50  # linear warm-up steps
     clip: float = 5.0  # global gradient-norm clip; 0 = off
     steps: int | None = None  # stop when the checkpoint has this many steps in total
     time_limit: float | None = None  # stop after this many seconds of this run
@@ -197,9 +197,15 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------
     def current_lr(self) -> float:
+        """The learning rate for the next step. A time-limited run measures its progress
+        by self.elapsed, rank 0's clock, so every rank agrees."""
         o = self.options
-        return self.state.lr_scale * learning_rate(self.state.step, o.lr, o.lr_schedule,
-                                                   o.steps, o.warmup)
+        schedule = o.lr_schedule
+        if schedule == "auto":
+            schedule = "cosine" if o.time_limit else "constant"
+        time_fraction = self.elapsed / o.time_limit if o.time_limit else None
+        return self.state.lr_scale * learning_rate(self.state.step, o.lr, schedule, o.steps,
+                                                   o.warmup, time_fraction=time_fraction)
 
     def dropout_masks(self):
         p, cfg = self.model.config.dropout, self.model.config

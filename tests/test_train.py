@@ -31,7 +31,8 @@ from charrnn.train import Trainer, TrainOptions, best_path
 from charrnn.vocab import Vocab
 
 SMALL = ["--hidden", "16", "--layers", "2", "--embed", "8", "--seq-len", "16",
-         "--batch-size", "8", "--threads", "1", "--seed", "3"]
+         "--batch-size", "8", "--threads", "1", "--seed", "3",
+         "--warmup", "0"]  # the learning-rate assertions below expect no warm-up
 CONSOLE_SCRIPT = Path(sys.executable).with_name("charrnn")
 
 
@@ -88,7 +89,8 @@ def small_trainer(tmp_path, steps, layers=1, **options):
     model = Model(ModelConfig(cell="lstm", vocab_size=vocab.size, hidden=16, layers=layers,
                               embed=8))
     model.initialise(np.random.default_rng(0), vocab.counts)
-    options = TrainOptions(seq_len=16, batch_size=8, steps=steps, **options)
+    options = TrainOptions(**{"seq_len": 16, "batch_size": 8, "steps": steps, "warmup": 0,
+                              "lr": 2e-3, **options})
     return Trainer(model, vocab, train_ids, val_ids, options, str(tmp_path / "m.ckpt"))
 
 

@@ -1,0 +1,64 @@
+"""The adaptive training defaults: model size by budget and corpus, validation size."""
+
+import pytest
+
+from charrnn.defaults import (HIDDEN_FOR_STEPS, SMALL_CORPUS_CHARS, VAL_CHARS_CAP,
+                              default_hidden, default_val_fraction)
+
+BIG = 10 * SMALL_CORPUS_CHARS
+
+
+@pytest.mark.parametrize("budget, hidden", [(75, 128), (180, 128), (181, 256), (600, 256),
+                                            (3600, 384)])
+def test_hidden_grows_with_the_time_budget(budget, hidden):
+    assert default_hidden(budget, BIG) == hidden
+
+
+def test_a_steps_only_run_gets_the_steps_default():
+    assert default_hidden(None, BIG) == HIDDEN_FOR_STEPS
+
+
+def test_a_small_corpus_keeps_the_model_small():
+    assert default_hidden(3600, SMALL_CORPUS_CHARS - 1) == 128
+    assert default_hidden(None, 1000) == 128
+
+
+def test_validation_is_ten_percent_up_to_the_cap():
+    assert default_val_fraction(100_000) == pytest.approx(0.1)
+    assert default_val_fraction(1_000_000) == pytest.approx(VAL_CHARS_CAP / 1_000_000)
+    assert round(default_val_fraction(5_000_000) * 5_000_000) == VAL_CHARS_CAP
+    assert default_val_fraction(0) == 0.1
+
+
+def test_cosine_follows_the_time_budget_when_steps_are_unknown():
+    from charrnn.optim import learning_rate
+    assert learning_rate(100, 1.0, "cosine", None, 0, 0.1, time_fraction=0.0) == 1.0
+    assert learning_rate(100, 1.0, "cosine", None, 0, 0.1, time_fraction=0.5) \
+        == pytest.approx(0.55)
+    assert learning_rate(100, 1.0, "cosine", None, 0, 0.1, time_fraction=1.0) \
+        == pytest.approx(0.1)
+    # with both, whichever limit is nearer decides, since the run stops at the first
+    assert learning_rate(90, 1.0, "cosine", 100, 0, 0.1, time_fraction=0.1) \
+        == pytest.approx(learning_rate(90, 1.0, "cosine", 100, 0, 0.1))
+    assert learning_rate(100, 1.0, "constant", None, 0, 0.1, time_fraction=0.9) == 1.0
+
+
+def test_auto_schedule_decays_only_time_limited_runs(tmp_path):
+    import numpy as np
+
+    from charrnn.model import Model, ModelConfig
+    from charrnn.train import Trainer, TrainOptions
+    from charrnn.vocab import Vocab
+    vocab = Vocab(tuple("abcd"), (1, 1, 1, 1))
+    ids = np.random.default_rng(0).integers(0, 4, 2000).astype(np.uint8)
+    model = Model(ModelConfig("lstm", 4, 8, 1))
+    timed = Trainer(model, vocab, ids, ids[:100], TrainOptions(time_limit=10.0, warmup=0,
+                                                              batch_size=4, seq_len=8),
+                    str(tmp_path / "a.ckpt"))
+    stepped = Trainer(model, vocab, ids, ids[:100], TrainOptions(steps=10, warmup=0,
+                                                                batch_size=4, seq_len=8),
+                      str(tmp_path / "b.ckpt"))
+    timed.elapsed = stepped.elapsed = 9.0
+    stepped.state.step = 9
+    assert timed.current_lr() < 0.2 * timed.options.lr
+    assert stepped.current_lr() == stepped.options.lr
