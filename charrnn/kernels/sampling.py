@@ -66,6 +66,24 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
 
 
 @njit(cache=True)
+def step_scratch(Wh, by, dtype):
+    """Buffers reused by every one-token step: gx, gh, acts (1, GH), aux (1, H),
+    logits (V)."""
+    L, H, GH = Wh.shape
+    return (np.empty((1, GH), dtype), np.empty((1, GH), dtype), np.empty((1, GH), dtype),
+            np.empty((1, H), dtype), np.empty(by.shape[0], dtype))
+
+
+@njit(cache=True)
+def step_logits(cell, table0, token, Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch):
+    """Advance the stack by one token and leave the next token's logits in scratch[-1]."""
+    gx, gh, acts, aux, logits = scratch
+    stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux)
+    matvec_into(h[h.shape[0] - 1], Wy, logits)
+    logits += by
+
+
+@njit(cache=True)
 def generate(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, token, uniforms,
              inv_temperature, top_k, top_p, greedy, banned, h, c, out_ids):
     """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
@@ -74,18 +92,11 @@ def generate(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, token, uniforms,
     first; uniforms (n); decoding settings as for choose_token. In/out: h, c (L, H).
     Output: out_ids (n). Returns the last sampled id.
     """
-    L, H, GH = Wh.shape
-    V = by.shape[0]
-    gx = np.empty((1, GH), h.dtype)  # (1, GH) scratch reused by every step
-    gh = np.empty((1, GH), h.dtype)
-    acts = np.empty((1, GH), h.dtype)
-    aux = np.empty((1, H), h.dtype)
-    logits = np.empty(V, h.dtype)
-    probs = np.empty(V, np.float64)
+    scratch = step_scratch(Wh, by, h.dtype)
+    logits = scratch[-1]
+    probs = np.empty(by.shape[0], np.float64)
     for i in range(out_ids.shape[0]):
-        stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux)
-        matvec_into(h[L - 1], Wy, logits)
-        logits += by
+        step_logits(cell, table0, token, Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch)
         token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
                              banned, probs)
         out_ids[i] = token
@@ -99,17 +110,11 @@ def score_tokens(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, ids, h, c, losses):
     Inputs: weights as for generate; ids (K). In/out: h, c (L, H), carried across calls.
     Output: losses (K - 1).
     """
-    L, H, GH = Wh.shape
+    scratch = step_scratch(Wh, by, h.dtype)
+    logits = scratch[-1]
     V = by.shape[0]
-    gx = np.empty((1, GH), h.dtype)  # (1, GH) scratch reused by every step
-    gh = np.empty((1, GH), h.dtype)
-    acts = np.empty((1, GH), h.dtype)
-    aux = np.empty((1, H), h.dtype)
-    logits = np.empty(V, h.dtype)
     for k in range(ids.shape[0] - 1):
-        stack_step(cell, table0, ids[k], Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux)
-        matvec_into(h[L - 1], Wy, logits)
-        logits += by
+        step_logits(cell, table0, ids[k], Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch)
         top = logits.max()
         total = 0.0
         for v in range(V):
