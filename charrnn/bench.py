@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from . import BLAS_THREAD_VARIABLES
+
 # name: (layers, hidden, batch N, seq T); all LSTM, embedding 64, vocabulary 65, Adam, clip 5
 CONFIGS = {
     "S": (1, 128, 32, 64),
@@ -160,8 +162,7 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
 def torch_peer(name: str, seconds: float, threads: int) -> dict:
     """Measure PyTorch in a child process: its OpenMP pool and Numba's would otherwise
     spin against each other, and it gets the thread settings a plain user run has."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
     child = subprocess.run([sys.executable, "-m", "charrnn.bench", name, str(seconds),
                             str(threads)], capture_output=True, text=True, env=env)
     if child.returncode != 0:

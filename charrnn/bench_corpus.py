@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from . import one_blas_thread
+
 WORDS = ("the of and to in a is that it was for on with as his he be at by had not are but "
          "from or have an they which one you were her all she there would their we him "
          "been has when who will more no if out so said what up its about into than them "
@@ -267,8 +269,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
     # As the CLI does: one BLAS thread (see cli.main); the child runs inherit it.
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
+    one_blas_thread()
     from .bench import blas_description
     from .parallel import thread_count
     work = tempfile.mkdtemp(prefix="charrnn-bench-corpus-", dir=args.dir)

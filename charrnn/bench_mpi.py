@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from . import BLAS_THREAD_VARIABLES
+
 VOCAB = 65
 MODEL = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64}  # train's defaults
 BATCH = (32, 64)  # (N streams, T chars): train's defaults
@@ -79,8 +81,7 @@ def run(ranks: int, threads: int, seconds: float) -> dict:
         if not mpiexec:
             sys.exit("bench-mpi: no mpiexec beside this Python or on PATH: make install-mpi")
         command = [mpiexec, "-n", str(ranks), *command]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1"}  # as `charrnn` sets them
+    env = {**os.environ, **{name: "1" for name in BLAS_THREAD_VARIABLES}}  # as `charrnn`
     result = subprocess.run(command, env=env, capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
     if result.returncode:

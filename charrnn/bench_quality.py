@@ -34,12 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import BLAS_THREAD_VARIABLES, one_blas_thread
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_FRACTION = 0.9
 DEFAULT_BUDGETS = "75,600"
 TORCH_MAX_BUDGET = 120.0  # the peer's default: budgets up to this many seconds
 SAMPLE_ARGS = ["-n", "300", "--seed", "7", "--temperature", "0.8"]
-BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # The PyTorch peer: (layers, hidden, embedding, batch N, seq T, Adam lr, clip)
 PEER = {"layers": 2, "hidden": 256, "embed": 64, "batch": 32, "seq": 64, "lr": 2e-3,
         "clip": 5.0}
@@ -133,7 +134,7 @@ def run_charrnn(budget: float, train: Path, val: Path, directory: Path) -> dict:
 
 def torch_peer(budget: float, train: Path, val: Path, threads: int) -> dict:
     """Train and score the PyTorch peer in a child process (see the module docstring)."""
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
     child = subprocess.run([sys.executable, "-m", "charrnn.bench_quality", "--torch-worker",
                             str(train), str(val), "--budgets", f"{budget:g}", "--threads",
                             str(threads)], capture_output=True, text=True, env=env,
@@ -273,8 +274,7 @@ def main(argv=None) -> int:
               "run `make shakespeare` or give --corpus PATH", file=sys.stderr)
         return 0
     # As `charrnn` sets them in its children, so the BLAS reported is the one they run.
-    for name in BLAS_VARIABLES:
-        os.environ.setdefault(name, "1")
+    one_blas_thread()
     from .bench import blas_description
     from .parallel import thread_count
     threads, blas = thread_count(), blas_description()

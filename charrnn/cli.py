@@ -17,7 +17,7 @@ import time
 
 import click
 
-from . import __version__
+from . import __version__, one_blas_thread
 
 
 def parse_duration(value: str | None) -> float | None:
@@ -758,9 +758,5 @@ def sparkline(values) -> str:
 
 
 def main():
-    # One BLAS thread unless the user says otherwise: numpy's and scipy's OpenBLAS pools
-    # and Numba's pool spin-wait against each other on the small per-step products
-    # (training measured 3.5x slower with all of them at 2 threads on 2 cores).
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
+    one_blas_thread()
     cli(prog_name="charrnn")
