@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from charrnn import bench_quality
+from charrnn import BLAS_THREAD_VARIABLES, bench_quality
 
 
 @pytest.fixture(autouse=True)
 def blas_environment(monkeypatch):
     """main() sets the BLAS thread variables as charrnn does; undo it after each test."""
-    for name in bench_quality.BLAS_VARIABLES:
+    for name in BLAS_THREAD_VARIABLES:
         monkeypatch.setenv(name, "1")
 
 
