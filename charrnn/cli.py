@@ -47,6 +47,14 @@ def finite(ctx, param, value):
     return value
 
 
+def note_compiling() -> None:
+    """Until the current command ends, say on stderr when kernels start compiling."""
+    from .compile_note import note_when_compiling
+    ctx = click.get_current_context()
+    ctx.with_resource(note_when_compiling(lambda line: click.echo(line, err=True),
+                                          ctx.info_name))
+
+
 def fail(message: str) -> None:
     raise click.ClickException(message)
 
@@ -148,6 +156,8 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
         from .parallel import thread_count
         threads = threads_per_rank(comm, thread_count())
     set_threads(threads)
+    if comm.rank == 0 and not quiet:  # the other ranks print only their fatal errors
+        note_compiling()
     try:
         code = train_on_ranks(ctx, comm, corpus, output, resume, force, init_from, max_vocab,
                               min_count, quiet, log_path, encoding, errors, time_limit, flags)
@@ -584,6 +594,7 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
         seed = int(np.random.SeedSequence().entropy % (2 ** 31))
         click.echo(f"seed: {seed}", err=True)
     decoding = Decoding(temperature, top_k or 0, 1.0 if top_p is None else top_p, greedy)
+    note_compiling()
     sampler = Sampler(model, vocab)
     try:
         for index in range(num_samples):
@@ -657,6 +668,7 @@ def score(checkpoint, text_file, as_json, per_line, encoding):
         text = read_text(text_file, encoding)
     except CorpusError as error:
         fail(str(error))
+    note_compiling()
     sampler = Sampler(model, vocab)
     try:
         if per_line:
@@ -740,6 +752,7 @@ def bench(configs, as_json, seconds, no_torch, threads):
     make bench        # every config, BLAS overrides removed
     """
     set_threads(threads)
+    note_compiling()
     from .bench import CONFIGS, format_row, run_config
 
     names = list(CONFIGS) if "all" in configs else list(dict.fromkeys(configs))
