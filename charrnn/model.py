@@ -80,6 +80,15 @@ def flat_views(flat: np.ndarray, config: ModelConfig) -> dict[str, np.ndarray]:
     return views
 
 
+def unit_columns(Wh: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
+    """The columns of Wh (H, G*H) that feed units j0:j1, gate-major and contiguous:
+    (H, G*U), what recurrent_forward multiplies by when the units are split."""
+    H = Wh.shape[0]
+    if (j0, j1) == (0, H):
+        return Wh
+    return np.ascontiguousarray(Wh.reshape(H, gates, H)[:, :, j0:j1]).reshape(H, -1)
+
+
 class Model:
     """Parameters plus the forward/backward passes; holds the caches of the last forward."""
 
@@ -138,7 +147,7 @@ class Model:
         h0 = np.ascontiguousarray(h0, self.dtype)
         c0 = np.ascontiguousarray(c0, self.dtype)
         inputs, layer_caches = [], []
-        gh = np.empty((N, GH), self.dtype)  # (N, GH) recurrent-product scratch
+        parts, meeting = parallel.layer_parts(N, H)
         x = None
         for layer in range(cfg.layers):
             gx = np.empty((M, GH), self.dtype)  # (M, GH) input projections
@@ -157,9 +166,14 @@ class Model:
             acts = np.empty((T, N, GH), self.dtype)
             aux = np.empty((T, N, H), self.dtype)
             bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
+            Wh, G = p[f"Wh{layer}"], cfg.gates
+            gh = np.empty((N, GH), self.dtype)  # recurrent products, when rows are split
+            counters = np.zeros(1, np.int64)  # for the threads' meetings (kernels/sync.py)
             parallel.run_parts(recurrent_forward, [
-                (cell, gx.reshape(T, N, GH), p[f"Wh{layer}"], bn, h0[layer], c0[layer], hs, cs,
-                 acts, aux, gh, lo, hi) for lo, hi in parallel.row_ranges(N, 1)])
+                (cell, gx.reshape(T, N, GH), unit_columns(Wh, G, j0, j1), bn, h0[layer],
+                 c0[layer], hs, cs, acts, aux,
+                 gh if meeting == 1 else np.empty((N, G * (j1 - j0)), self.dtype),
+                 lo, hi, j0, j1, meeting, counters) for lo, hi, j0, j1 in parts])
             layer_caches.append((hs, cs, acts, aux))
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
@@ -199,12 +213,14 @@ class Model:
             if masks is not None:
                 dhs = dhs * masks[layer]
             dhs = np.ascontiguousarray(dhs)
-            WhT = np.ascontiguousarray(p[f"Wh{layer}"].T)  # (GH, H)
-            ranges = parallel.row_ranges(N, 1)
-            dbn_parts = np.zeros((len(ranges), H), self.dtype)  # one private dbn per thread
+            Wh = p[f"Wh{layer}"]
+            parts, meeting = parallel.layer_parts(N, H)
+            dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
+            counters = np.zeros(1, np.int64)
             parallel.run_parts(recurrent_backward, [
-                (cell, WhT, h0[layer], c0[layer], hs, cs, acts, aux, dhs, dgx, dgh, dh0[layer],
-                 dc0[layer], dbn_parts[k], lo, hi) for k, (lo, hi) in enumerate(ranges)])
+                (cell, np.ascontiguousarray(Wh[j0:j1].T), h0[layer], c0[layer], hs, cs, acts,
+                 aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], lo, hi, j0, j1,
+                 meeting, counters) for k, (lo, hi, j0, j1) in enumerate(parts)])
             if cell == CELL_GRU:
                 dbn_parts.sum(axis=0, out=g[f"bn{layer}"])
             dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)

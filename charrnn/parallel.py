@@ -15,6 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
+MIN_UNITS_PER_PART = 32  # a recurrent layer's units per thread, at least
+UNIT_SPLIT_WIDTH = 256  # layers this wide split units rather than rows (layer_parts)
+UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
 _pool: ThreadPoolExecutor | None = None
 _threads = 0
 
@@ -37,6 +40,26 @@ def row_ranges(rows: int, min_rows: int = MIN_ROWS_PER_PART) -> list[tuple[int, 
     """Split range(rows) into up to thread_count() contiguous (lo, hi) pieces."""
     parts = max(1, min(thread_count(), rows // max(min_rows, 1)))
     return [(k * rows // parts, (k + 1) * rows // parts) for k in range(parts)]
+
+
+def layer_parts(rows: int, units: int) -> tuple[list[tuple[int, int, int, int]], int]:
+    """How threads share a recurrent layer of `units` units over `rows` batch rows:
+    ([(lo, hi, j0, j1) per thread], how many threads meet every step).
+
+    Splitting rows needs no meetings, but every thread streams all of Wh each step;
+    splitting units keeps each thread's share of Wh in its own cache, but the threads
+    meet once per step and read each other's halves of the state. Measured per step
+    (2 cores, batch 32): rows win at 128 units (47 vs 55 us), units at 256 (145 vs
+    186 us) and 512 (587 vs 1,474 us); at batch 1 and 128 units, one thread beats two
+    that meet (2.0 vs 2.8 ms per train step). Unit boundaries fall on multiples of
+    UNIT_ALIGN, so each thread writes its own cache lines of the shared arrays."""
+    unit_parts = min(thread_count(), units // MIN_UNITS_PER_PART)
+    if unit_parts > 1 and units >= UNIT_SPLIT_WIDTH:
+        align = UNIT_ALIGN if units // unit_parts >= UNIT_ALIGN else 1
+        bounds = ([0] + [k * units // unit_parts // align * align for k in range(1, unit_parts)]
+                  + [units])
+        return [(0, rows, bounds[k], bounds[k + 1]) for k in range(unit_parts)], unit_parts
+    return [(lo, hi, 0, units) for lo, hi in row_ranges(rows, 1)], 1
 
 
 def run_parts(function, arguments: list[tuple]) -> None:

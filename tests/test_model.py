@@ -425,3 +425,41 @@ def test_initialise():
     again = Model(config, dtype=np.float64)
     again.initialise(np.random.default_rng(0), counts)
     assert np.array_equal(again.flat, model.flat)
+
+
+# -- threads that split a layer's units ----------------------------------------------------
+
+@pytest.fixture
+def split_units(monkeypatch):
+    """Three threads, each owning one or two of the H = 4 units (sizes 1, 1, 2), so
+    every layer runs as units split across threads that meet once per step."""
+    from charrnn import parallel
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(parallel, "_threads", 3)
+    parts, meeting = parallel.layer_parts(N, H)
+    assert meeting == 3 and [j1 - j0 for _, _, j0, j1 in parts] == [1, 1, 2]
+
+
+@pytest.mark.parametrize("embed", EMBEDS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_central_differences_with_split_units(cell, embed, split_units):
+    mismatches, errors, _ = gradient_check(make_case(cell, embed))
+    assert not mismatches, errors
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_split_units_give_the_results_of_one_thread(cell, monkeypatch):
+    from charrnn import parallel
+    results = []
+    monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
+    for threads, min_units in ((1, 32), (3, 1), (2, 1), (2, 32)):  # last: rows split
+        monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", min_units)
+        monkeypatch.setattr(parallel, "_threads", threads)
+        case = make_case(cell, 3, steps=7, batch=3)
+        loss, losses, h, c = case.forward()
+        dh0, dc0 = case.model.backward()
+        results.append([losses, h, c, dh0, dc0, case.model.grad_flat.copy()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -7,6 +7,12 @@ as in jcjohnson/torch-rnn. With a = x @ Wx + b + h_prev @ Wh:
 The time loops live in recurrent.py; these functions hold only the element-wise math, so
 the batched training path and the one-token sampling path share it.
 Caches: acts (N, 4H) holds i, f, o, g after the call; aux (N, H) holds tanh(c).
+
+Each call handles the units j0:j1 (U = j1 - j0 of them), so threads that split a layer's
+units share these functions; arrays called full-width span all H units, the others only
+these U (see recurrent.py). Loops run over views indexed from 0: an index like
+j0 + u might be negative as far as LLVM knows, and Numba's wraparound for negative
+indices then keeps the loop scalar (measured 5x slower).
 """
 
 from numba import njit
@@ -15,51 +21,68 @@ from .activations import sigmoid, tanh
 
 
 @njit(cache=True, error_model="numpy")
-def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
-    """Inputs: gx (N, 4H) input projection with bias, gh (N, 4H) h_prev @ Wh, bn unused,
-    h_prev, c_prev (N, H). Outputs: h_out, c_out (N, H), acts (N, 4H), aux (N, H).
+def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j1):
+    """Inputs: gx (N, 4H) input projection with bias, full-width; gh (N, 4U) h_prev @ Wh
+    for these units, gate-major ([i | f | o | g], U each); bn unused; h_prev, c_prev
+    (N, H). Outputs: h_out, c_out (N, H), acts (N, 4H), aux (N, H), units j0:j1 only.
     h_out/c_out may alias h_prev/c_prev: each element is read before it is written.
     Written as short passes over few arrays each: LLVM vectorises those, but gives up on
     one loop that touches nine arrays (too many runtime alias checks), measured 1.8x."""
     N, H = h_out.shape
+    U = j1 - j0
     for n in range(N):
         a, x, r = acts[n], gx[n], gh[n]
-        for j in range(4 * H):
-            a[j] = x[j] + r[j]
-        for j in range(3 * H):
-            a[j] = sigmoid(a[j])
-        for j in range(H):  # (not range(3H, 4H): LLVM leaves that loop scalar)
-            a[3 * H + j] = tanh(a[3 * H + j])
-        cp, co, ho, tc = c_prev[n], c_out[n], h_out[n], aux[n]
-        for j in range(H):
-            co[j] = a[H + j] * cp[j] + a[j] * a[3 * H + j]
-        for j in range(H):
-            tc[j] = tanh(co[j])
-        for j in range(H):
-            ho[j] = a[2 * H + j] * tc[j]
+        i, f = a[j0:j1], a[H + j0:H + j1]
+        o, g = a[2 * H + j0:2 * H + j1], a[3 * H + j0:3 * H + j1]
+        for gate in range(4):
+            ag, xg, rg = a[gate * H + j0:gate * H + j1], x[gate * H + j0:gate * H + j1], r[gate * U:gate * U + U]
+            for u in range(U):
+                ag[u] = xg[u] + rg[u]
+        for u in range(U):
+            i[u] = sigmoid(i[u])
+        for u in range(U):
+            f[u] = sigmoid(f[u])
+        for u in range(U):
+            o[u] = sigmoid(o[u])
+        for u in range(U):
+            g[u] = tanh(g[u])
+        cp, co, ho, tc = c_prev[n, j0:j1], c_out[n, j0:j1], h_out[n, j0:j1], aux[n, j0:j1]
+        for u in range(U):
+            co[u] = f[u] * cp[u] + i[u] * g[u]
+        for u in range(U):
+            tc[u] = tanh(co[u])
+        for u in range(U):
+            ho[u] = o[u] * tc[u]
 
 
 @njit(cache=True, error_model="numpy")
-def lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
-    """Inputs: dh (N, H) gradient w.r.t. this step's h; dc (N, H) w.r.t. its c (used as
-    scratch: overwritten); h_prev, c_prev (N, H); acts (N, 4H) and aux (N, H) from the
-    forward. Outputs: dgx (N, 4H) gradient w.r.t. the gate pre-activations, which is
-    also the gradient w.r.t. h_prev @ Wh: callers pass dgh = dgx, and it is not written
-    separately; dc_prev (N, H). dh_direct and dbn unused (h_prev reaches h only through
-    Wh; the LSTM has one bias). Short passes, as in lstm_block_forward."""
-    N, H = dh.shape
+def lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn,
+                        j0, j1):
+    """Inputs: dh (N, U) gradient w.r.t. this step's h at units j0:j1; dc (N, U) w.r.t.
+    its c (used as scratch: overwritten); h_prev, c_prev (N, H); acts (N, 4H) and
+    aux (N, H) from the forward. Outputs: dgx (N, 4H) gradient w.r.t. the gate
+    pre-activations at these units, which is also the gradient w.r.t. h_prev @ Wh:
+    callers pass dgh = dgx, and it is not written separately; dc_prev (N, U).
+    dh_direct and dbn unused (h_prev reaches h only through Wh; the LSTM has one bias).
+    Short passes, as in lstm_block_forward."""
+    N, H = c_prev.shape
+    U = j1 - j0
     for n in range(N):
-        a, d, g, tc, dcn, cp = acts[n], dh[n], dgx[n], aux[n], dc[n], c_prev[n]
-        for j in range(H):  # gradient reaching c through h = o * tanh(c), plus dc
-            dcn[j] = dcn[j] + d[j] * a[2 * H + j] * (1.0 - tc[j] * tc[j])
-        for j in range(H):  # output gate
-            o = a[2 * H + j]
-            g[2 * H + j] = d[j] * tc[j] * o * (1.0 - o)
-        for j in range(H):  # input gate, forget gate, candidate
-            i, f, cand = a[j], a[H + j], a[3 * H + j]
-            g[j] = dcn[j] * cand * i * (1.0 - i)
-            g[H + j] = dcn[j] * cp[j] * f * (1.0 - f)
-            g[3 * H + j] = dcn[j] * i * (1.0 - cand * cand)
-        dcp = dc_prev[n]
-        for j in range(H):
-            dcp[j] = dcn[j] * a[H + j]
+        a, g = acts[n], dgx[n]
+        i, f = a[j0:j1], a[H + j0:H + j1]
+        o, cand = a[2 * H + j0:2 * H + j1], a[3 * H + j0:3 * H + j1]
+        di, df = g[j0:j1], g[H + j0:H + j1]
+        do, dg = g[2 * H + j0:2 * H + j1], g[3 * H + j0:3 * H + j1]
+        d, dcn, tc, cp, dcp = dh[n], dc[n], aux[n, j0:j1], c_prev[n, j0:j1], dc_prev[n]
+        for u in range(U):  # gradient reaching c through h = o * tanh(c), plus dc
+            dcn[u] = dcn[u] + d[u] * o[u] * (1.0 - tc[u] * tc[u])
+        for u in range(U):  # output gate
+            do[u] = d[u] * tc[u] * o[u] * (1.0 - o[u])
+        for u in range(U):
+            di[u] = dcn[u] * cand[u] * i[u] * (1.0 - i[u])
+        for u in range(U):
+            df[u] = dcn[u] * cp[u] * f[u] * (1.0 - f[u])
+        for u in range(U):
+            dg[u] = dcn[u] * i[u] * (1.0 - cand[u] * cand[u])
+        for u in range(U):
+            dcp[u] = dcn[u] * f[u]

@@ -15,80 +15,98 @@ from . import CELL_GRU, CELL_LSTM
 from .gru import gru_block_backward, gru_block_forward
 from .lstm import lstm_block_backward, lstm_block_forward
 from .rnn import rnn_block_backward, rnn_block_forward
+from .sync import meet
 
 
 @njit(cache=True, error_model="numpy")
-def cell_block_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux):
+def cell_block_forward(cell, gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j1):
     if cell == CELL_LSTM:
-        lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+        lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j1)
     elif cell == CELL_GRU:
-        gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+        gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j1)
     else:
-        rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux)
+        rnn_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j1)
 
 
 @njit(cache=True, error_model="numpy")
-def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn):
+def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev,
+                        dbn, j0, j1):
     if cell == CELL_LSTM:
-        lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+        lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev,
+                            dbn, j0, j1)
     elif cell == CELL_GRU:
-        gru_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+        gru_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev,
+                           dbn, j0, j1)
     else:
-        rnn_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev, dbn)
+        rnn_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, dc_prev,
+                           dbn, j0, j1)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def recurrent_forward(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, gh, lo, hi):
-    """Run one layer over a whole sequence, for batch rows lo:hi.
+def recurrent_forward(cell, gx, Wh_units, bn, h0, c0, hs, cs, acts, aux, gh, lo, hi, j0, j1,
+                      parts, counters):
+    """Run one layer over a whole sequence, for batch rows lo:hi and units j0:j1.
 
-    Inputs: cell code; gx (T, N, GH) input projections including bias; Wh (H, GH);
-    bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H) initial state.
-    Outputs: hs, cs (T, N, H) states after each step; acts (T, N, GH) and aux (T, N, H)
-    caches for the backward; gh (N, GH) scratch. Only rows lo:hi are read or written.
-    Batch rows never interact, so callers run disjoint row ranges on separate threads
-    (the GIL is released) with no synchronisation per time step. Slicing per step keeps
-    every view C-contiguous, so np.dot never copies.
+    Inputs: cell code; gx (T, N, GH) input projections including bias; Wh_units (H, G*U)
+    the columns of Wh (H, GH) that feed units j0:j1 (U = j1 - j0), gate-major and
+    contiguous; bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H) initial
+    state. Outputs, rows lo:hi and units j0:j1 only: hs, cs (T, N, H) states after each
+    step; acts (T, N, GH) and aux (T, N, H) caches for the backward. Scratch: gh
+    (N, G*U), this thread's own.
+
+    Two ways to share a layer among threads. Split the rows: batch rows never interact,
+    so each thread runs its own rows with no synchronisation (parts = 1), but each
+    streams all of Wh every step. Split the units: each thread keeps only its units'
+    columns of Wh, which stay in its core's cache, but every step needs every unit of
+    the step before, so the `parts` threads meet (sync.meet on counters) once per step.
     """
     for t in range(gx.shape[0]):
         h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
         c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
-        np.dot(h_prev, Wh, gh[lo:hi])
+        np.dot(h_prev, Wh_units, gh[lo:hi])
         cell_block_forward(cell, gx[t, lo:hi], gh[lo:hi], bn, h_prev, c_prev, hs[t, lo:hi],
-                           cs[t, lo:hi], acts[t, lo:hi], aux[t, lo:hi])
+                           cs[t, lo:hi], acts[t, lo:hi], aux[t, lo:hi], j0, j1)
+        meet(counters, parts, t + 1)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def recurrent_backward(cell, WhT, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0, dbn,
-                       lo, hi):
-    """Backpropagate one layer through time, for batch rows lo:hi.
+def recurrent_backward(cell, WhT_units, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0,
+                       dbn, lo, hi, j0, j1, parts, counters):
+    """Backpropagate one layer through time, for batch rows lo:hi and units j0:j1.
 
-    Inputs: cell code; WhT (GH, H) = Wh.T, contiguous; h0, c0 (N, H); hs, cs, acts, aux
-    from recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h (from the
-    layer above or the output projection). The final state gets no gradient (truncated
-    BPTT). Outputs: dgx (T, N, GH) gradient w.r.t. gx; dgh (T, N, GH) w.r.t.
-    h_prev @ Wh, which for LSTM and RNN equals dgx: pass the same array there (only the
-    GRU writes dgh separately); dh0, dc0 (N, H); dbn (H) accumulated (give each thread
-    its own).
+    Inputs: cell code; WhT_units (GH, U) = Wh[j0:j1].T, contiguous; h0, c0 (N, H); hs, cs,
+    acts, aux from recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h
+    (from the layer above or the output projection). The final state gets no gradient
+    (truncated BPTT). Outputs, at rows lo:hi and these units: dgx (T, N, GH) gradient
+    w.r.t. gx; dgh (T, N, GH) w.r.t. h_prev @ Wh, which for LSTM and RNN equals dgx:
+    pass the same array there (only the GRU writes dgh separately); dh0, dc0 (N, H);
+    dbn (H) accumulated (threads own disjoint units, so they can share it when they
+    share rows). Threads splitting the units meet once per step, as in the forward:
+    the product dgh_t @ Wh.T needs every unit's gate gradients.
     """
-    T, H = hs.shape[0], hs.shape[2]
-    rows = hi - lo
-    dh = np.empty((rows, H), hs.dtype)  # (rows, H) gradient w.r.t. h at step t
-    dc = np.zeros((rows, H), hs.dtype)  # (rows, H) gradient w.r.t. c at step t
-    dc_prev = np.empty((rows, H), hs.dtype)
-    dh_direct = np.empty((rows, H), hs.dtype)  # (rows, H) dh_prev not through Wh (GRU)
-    dh_carry = np.zeros((rows, H), hs.dtype)  # (rows, H) dh flowing back from step t + 1
+    T = hs.shape[0]
+    rows, U = hi - lo, j1 - j0
+    dh = np.empty((rows, U), hs.dtype)  # gradient w.r.t. h at step t
+    dc = np.zeros((rows, U), hs.dtype)  # gradient w.r.t. c at step t
+    dc_prev = np.empty((rows, U), hs.dtype)
+    dh_direct = np.empty((rows, U), hs.dtype)  # dh_prev not through Wh (GRU)
+    dh_carry = np.zeros((rows, U), hs.dtype)  # dh flowing back from step t + 1
     for t in range(T - 1, -1, -1):
         h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
         c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
-        np.add(dhs[t, lo:hi], dh_carry, dh)
+        for n in range(rows):
+            dhs_row, carry_row, dh_row = dhs[t, lo + n], dh_carry[n], dh[n]
+            for u in range(U):
+                dh_row[u] = dhs_row[j0 + u] + carry_row[u]
         cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t, lo:hi], aux[t, lo:hi],
-                            dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn)
-        np.dot(dgh[t, lo:hi], WhT, dh_carry)
+                            dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn, j0, j1)
+        meet(counters, parts, T - t)
+        np.dot(dgh[t, lo:hi], WhT_units, dh_carry)
         if cell == CELL_GRU:  # only the GRU reaches h_prev other than through Wh
             dh_carry += dh_direct
         dc[:, :] = dc_prev
-    dh0[lo:hi] = dh_carry
-    dc0[lo:hi] = dc
+    dh0[lo:hi, j0:j1] = dh_carry
+    dc0[lo:hi, j0:j1] = dc
 
 
 @njit(cache=True, error_model="numpy")
@@ -131,4 +149,4 @@ def stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux
         matvec_into(h[layer], Wh[layer], gh[0])
         state_h, state_c = h[layer:layer + 1], c[layer:layer + 1]  # (1, H) views
         cell_block_forward(cell, gx, gh, bn[layer], state_h, state_c, state_h, state_c,
-                           acts, aux)
+                           acts, aux, 0, state_h.shape[1])
