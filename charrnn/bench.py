@@ -4,16 +4,23 @@ side by side with PyTorch's CPU LSTM when torch is importable (never a dependenc
 Each measurement burns in (compiles, warms caches) before it times, then runs whole
 steps for a fixed wall-clock budget. Ratios between charrnn and PyTorch measured in the
 same run are the figures to quote: this machine is shared and noisy.
+
+The extras (`charrnn bench --extras`) measure issue 7's other targets, each printed
+beside its target and never asserted: start-up of `charrnn sample CKPT -n 1` on a warm
+cache, peak RSS training config M (charrnn and PyTorch, each in a fresh process), and
+training chars/s at config L on 1 and 2 threads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +35,14 @@ CONFIGS = {
 }
 VOCAB = 65
 EMBED = 64
+
+# The extras: which config each one measures, and issue 7's targets (printed, not asserted).
+STARTUP_CONFIG, RSS_CONFIG, SCALING_CONFIG = "M", "M", "L"
+STARTUP_RUNS = 5  # launches timed after one warm-up; the median is reported
+STARTUP_TARGET_S = 1.0  # warm cache: the first character within 1 s of launch
+RSS_TARGET_RATIO = 1.0  # charrnn's peak RSS / PyTorch's, training M
+RSS_SECONDS = 2.0  # the peak is reached in the first steps; timing longer adds nothing
+SCALING_TARGET_RATIO = 1.6  # training L: chars/s on 2 threads / on 1
 
 
 def blas_description() -> str:
@@ -54,16 +69,22 @@ def timed(step, seconds: float, burn_in: int = 3) -> tuple[float, int]:
             return elapsed, calls
 
 
-def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
+def bench_model(layers, hidden):
+    """(model, vocab): the benchmark's LSTM, freshly initialised, on VOCAB characters."""
     from .model import Model, ModelConfig
-    from .train import Trainer, TrainOptions
     from .vocab import Vocab
 
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, VOCAB, 400_000).astype(np.uint8)
     vocab = Vocab(tuple(chr(33 + k) for k in range(VOCAB)), (1,) * VOCAB)
     model = Model(ModelConfig("lstm", VOCAB, hidden, layers, EMBED))
-    model.initialise(rng)
+    model.initialise(np.random.default_rng(0))
+    return model, vocab
+
+
+def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
+    from .train import Trainer, TrainOptions
+
+    ids = np.random.default_rng(1).integers(0, VOCAB, 400_000).astype(np.uint8)
+    model, vocab = bench_model(layers, hidden)
     with tempfile.TemporaryDirectory() as tmp:
         options = TrainOptions(seq_len=seq, batch_size=batch, eval_every=0, save_every=0)
         trainer = Trainer(model, vocab, ids, ids[:1000], options, os.path.join(tmp, "b.ckpt"))
@@ -72,14 +93,10 @@ def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
 
 
 def charrnn_sample(layers, hidden, seconds) -> float:
-    from .model import Model, ModelConfig
     from .sample import Decoding, Sampler
-    from .vocab import Vocab
 
     rng = np.random.default_rng(0)
-    vocab = Vocab(tuple(chr(33 + k) for k in range(VOCAB)), (1,) * VOCAB)
-    model = Model(ModelConfig("lstm", VOCAB, hidden, layers, EMBED))
-    model.initialise(rng)
+    model, vocab = bench_model(layers, hidden)
     sampler = Sampler(model, vocab)
     chunk = 20_000 if hidden <= 256 else 2_000
 
@@ -162,12 +179,21 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
 def torch_peer(name: str, seconds: float, threads: int) -> dict:
     """Measure PyTorch in a child process: its OpenMP pool and Numba's would otherwise
     spin against each other, and it gets the thread settings a plain user run has."""
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
-    child = subprocess.run([sys.executable, "-m", "charrnn.bench", name, str(seconds),
-                            str(threads)], capture_output=True, text=True, env=env)
+    row = in_child(["torch", name, seconds, threads], torch_env())
+    return {"torch": f"not measured: {row['error']}"} if "error" in row else row
+
+
+def torch_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
+
+
+def in_child(args: list, env: dict | None = None) -> dict:
+    """Run `python -m charrnn.bench ARGS` (see child_main); its JSON, or {"error": the
+    last line it wrote to stderr}."""
+    child = subprocess.run([sys.executable, "-m", "charrnn.bench", *map(str, args)],
+                           capture_output=True, text=True, env=env)
     if child.returncode != 0:
-        last = (child.stderr.strip().splitlines() or ["failed"])[-1]
-        return {"torch": f"not measured: {last}"}
+        return {"error": (child.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(child.stdout)
 
 
@@ -186,9 +212,131 @@ def torch_row(name: str, seconds: float, threads: int) -> dict:
     return row
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB: VmHWM, read by the process itself
+    (in a parent, getrusage's RUSAGE_CHILDREN keeps the largest child ever, and Linux
+    carries a parent's peak into a vfork-ed child's ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
+    return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+
+
+def train_peak_rss(peer: str, shape: tuple, seconds: float, threads: int) -> dict:
+    """Train shape (layers, hidden, batch, seq) with peer ("charrnn" or "torch") in this
+    process, which should be fresh (see child_main); chars/s and the peak RSS after."""
+    layers, hidden, batch, seq = shape
+    if peer == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        rate = torch_train(layers, hidden, batch, seq, seconds)
+    else:
+        from .parallel import set_thread_count
+        set_thread_count(threads)
+        rate = charrnn_train(layers, hidden, batch, seq, seconds)
+    return {"train_chars_per_s": rate, "peak_rss_mb": peak_rss_mb()}
+
+
+def console_command() -> list[str]:
+    """How a user starts charrnn: the console script beside this Python, else -m."""
+    script = Path(sys.executable).with_name("charrnn")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "charrnn"]
+
+
+def startup_row() -> dict:
+    """Launch to first character of `charrnn sample CKPT -n 1` (CKPT: a model of config
+    STARTUP_CONFIG) in a child process, as a user runs it; medians of STARTUP_RUNS
+    launches after one that warms the caches (Numba's, the OS's)."""
+    from .checkpoint import save_trained
+    layers, hidden, _, _ = CONFIGS[STARTUP_CONFIG]
+    model, vocab = bench_model(layers, hidden)
+    first, done = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "startup.ckpt")
+        save_trained(path, model, vocab, {}, {})
+        command = [*console_command(), "sample", path, "-n", "1", "--seed", "1"]
+        for run in range(STARTUP_RUNS + 1):
+            start = time.perf_counter()
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            child.stdout.read(1)
+            printed = time.perf_counter() - start
+            _, stderr = child.communicate()
+            if child.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} failed: {stderr.decode()[-500:]}")
+            if run:
+                first.append(printed)
+                done.append(time.perf_counter() - start)
+    return {"measure": "startup", "config": STARTUP_CONFIG,
+            "command": "charrnn sample CKPT -n 1", "runs": STARTUP_RUNS,
+            "first_char_s": statistics.median(first), "exit_s": statistics.median(done),
+            "target_max_s": STARTUP_TARGET_S}
+
+
+def peak_rss_row(seconds: float, threads: int, with_torch: bool = True) -> dict:
+    """Peak RSS training config RSS_CONFIG, charrnn and PyTorch each in a fresh process
+    (this one has held every other config)."""
+    shape = CONFIGS[RSS_CONFIG]
+    seconds = min(seconds, RSS_SECONDS)
+    arguments = [",".join(map(str, shape)), seconds, threads]
+    row = {"measure": "peak_rss", "config": RSS_CONFIG, "threads": threads,
+           "target_max_ratio": RSS_TARGET_RATIO}
+    mine = in_child(["train-rss", "charrnn", *arguments])
+    if "error" in mine:
+        raise RuntimeError(f"charrnn training in a child process failed: {mine['error']}")
+    row["peak_rss_mb"] = mine["peak_rss_mb"]
+    if with_torch:
+        peer = in_child(["train-rss", "torch", *arguments], torch_env())
+        if "error" in peer:
+            row["torch"] = f"not measured: {peer['error']}"
+        else:
+            row["torch_peak_rss_mb"] = peer["peak_rss_mb"]
+            row["ratio"] = row["peak_rss_mb"] / peer["peak_rss_mb"]
+    return row
+
+
+def thread_scaling_row(seconds: float) -> dict:
+    """Training chars/s of config SCALING_CONFIG on 1 thread and on 2, in this process."""
+    from .parallel import set_thread_count, thread_count
+    previous, rates = thread_count(), {}
+    try:
+        for threads in (1, 2):
+            set_thread_count(threads)
+            rates[threads] = charrnn_train(*CONFIGS[SCALING_CONFIG], seconds)
+    finally:
+        set_thread_count(previous)
+    return {"measure": "thread_scaling", "config": SCALING_CONFIG,
+            "train_chars_per_s_1_thread": rates[1], "train_chars_per_s_2_threads": rates[2],
+            "ratio": rates[2] / rates[1], "target_min_ratio": SCALING_TARGET_RATIO}
+
+
+def bench_rows(names: list[str], seconds: float, with_torch: bool = True,
+               extras: bool = False):
+    """The rows `charrnn bench` prints, each yielded as soon as it is measured."""
+    from .parallel import thread_count
+    for name in names:
+        yield run_config(name, seconds, with_torch)
+    if extras:
+        yield startup_row()
+        yield peak_rss_row(seconds, thread_count(), with_torch)
+        yield thread_scaling_row(seconds)
+
+
+def shape_text(name: str, width: int = 0) -> str:
+    layers, hidden, batch, seq = CONFIGS[name]
+    return f"{name:>{width}} {layers}x{hidden} batch {batch}x{seq}"
+
+
 def format_row(row: dict) -> str:
-    head = (f"{row['config']:>2} {row['layers']}x{row['hidden']} batch {row['batch']}x"
-            f"{row['seq']} {row['dtype']} threads {row['threads']} | train "
+    if "measure" in row:
+        return {"startup": format_startup, "peak_rss": format_peak_rss,
+                "thread_scaling": format_thread_scaling}[row["measure"]](row)
+    head = (f"{shape_text(row['config'], 2)} {row['dtype']} threads {row['threads']} | train "
             f"{row['train_chars_per_s']:,.0f} chars/s")
     if "torch_train_chars_per_s" in row:
         head += (f" (torch {row['torch_train_chars_per_s']:,.0f}, ratio "
@@ -201,5 +349,39 @@ def format_row(row: dict) -> str:
     return head + f" | BLAS {row['blas']}"
 
 
-if __name__ == "__main__":  # the PyTorch peer, run by torch_peer in its own process
-    print(json.dumps(torch_row(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))
+def format_startup(row: dict) -> str:
+    return (f"start-up {row['config']}: `{row['command']}`, warm cache: first character after "
+            f"{row['first_char_s']:.2f} s, exit after {row['exit_s']:.2f} s (median of "
+            f"{row['runs']}) | target <= {row['target_max_s']:.1f} s")
+
+
+def format_peak_rss(row: dict) -> str:
+    torch = (f"torch {row['torch_peak_rss_mb']:,.0f} MiB, ratio {row['ratio']:.2f}x"
+             if "ratio" in row else f"torch {row.get('torch', 'not measured')}")
+    return (f"peak RSS {shape_text(row['config'])} threads {row['threads']}, training: "
+            f"charrnn {row['peak_rss_mb']:,.0f} MiB ({torch}) | target <= "
+            f"{row['target_max_ratio']:.2f}x torch")
+
+
+def format_thread_scaling(row: dict) -> str:
+    return (f"thread scaling {shape_text(row['config'])}, training: 1 thread "
+            f"{row['train_chars_per_s_1_thread']:,.0f} chars/s, 2 threads "
+            f"{row['train_chars_per_s_2_threads']:,.0f} chars/s, ratio {row['ratio']:.2f}x "
+            f"| target >= {row['target_min_ratio']:.1f}x")
+
+
+def child_main(argv: list[str]) -> dict:
+    """What bench runs in a process of its own:
+    `torch NAME SECONDS THREADS`: the PyTorch peer's row for config NAME;
+    `train-rss PEER LAYERS,HIDDEN,BATCH,SEQ SECONDS THREADS`: see train_peak_rss."""
+    kind, *rest = argv
+    if kind == "torch":
+        return torch_row(rest[0], float(rest[1]), int(rest[2]))
+    if kind == "train-rss":
+        shape = tuple(int(size) for size in rest[1].split(","))
+        return train_peak_rss(rest[0], shape, float(rest[2]), int(rest[3]))
+    raise SystemExit(f"unknown child measurement {kind!r}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(child_main(sys.argv[1:])))

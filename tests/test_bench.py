@@ -1,0 +1,96 @@
+"""`charrnn bench` plumbing on tiny shapes (no torch needed; the figures themselves are
+what `make bench` and `charrnn bench --extras` are for): every field the rows promise
+is there and sane, the targets are printed beside the values, and only rows reach stdout.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn import bench
+from charrnn.cli import cli
+
+
+@pytest.fixture
+def tiny_configs(monkeypatch):
+    monkeypatch.setitem(bench.CONFIGS, "M", (1, 8, 4, 8))
+    monkeypatch.setitem(bench.CONFIGS, "L", (1, 16, 8, 8))
+    monkeypatch.setattr(bench, "STARTUP_RUNS", 1)
+
+
+def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
+    result = CliRunner().invoke(cli, ["bench", "--config", "M", "--extras", "--no-torch",
+                                      "--seconds", "0.5", "--json", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    config, startup, rss, scaling = [json.loads(line) for line in result.stdout.splitlines()]
+
+    assert (config["config"], config["hidden"], config["threads"]) == ("M", 8, 2)
+    assert config["train_chars_per_s"] > 0 and config["sample_chars_per_s"] > 0
+    assert "torch_train_chars_per_s" not in config
+
+    assert startup["measure"] == "startup" and startup["runs"] == 1
+    assert 0 < startup["first_char_s"] <= startup["exit_s"] < 60
+    assert startup["target_max_s"] == 1.0
+
+    assert rss["measure"] == "peak_rss" and rss["config"] == "M" and rss["threads"] == 2
+    assert 20 < rss["peak_rss_mb"] < 4096  # a Python process with numpy and numba loaded
+    assert "ratio" not in rss and "torch_peak_rss_mb" not in rss
+    assert rss["target_max_ratio"] == 1.0
+
+    assert scaling["measure"] == "thread_scaling" and scaling["config"] == "L"
+    one, two = scaling["train_chars_per_s_1_thread"], scaling["train_chars_per_s_2_threads"]
+    assert one > 0 and two > 0 and scaling["ratio"] == pytest.approx(two / one)
+    assert scaling["target_min_ratio"] == 1.6
+
+    lines = [bench.format_row(row) for row in (config, startup, rss, scaling)]
+    assert lines[0].startswith(" M 1x8 batch 4x8 float32 threads 2 | train ")
+    assert f"first character after {startup['first_char_s']:.2f} s" in lines[1]
+    assert lines[1].endswith("| target <= 1.0 s")
+    assert f"charrnn {rss['peak_rss_mb']:,.0f} MiB (torch not measured)" in lines[2]
+    assert lines[2].endswith("| target <= 1.00x torch")
+    assert f"ratio {scaling['ratio']:.2f}x | target >= 1.6x" in lines[3]
+
+
+def test_extras_only_when_asked(tiny_configs, monkeypatch):
+    monkeypatch.setattr(bench, "run_config", lambda name, seconds, with_torch: {"config": name})
+    assert list(bench.bench_rows(["M"], 0.5, with_torch=False)) == [{"config": "M"}]
+
+
+@pytest.mark.parametrize("peer, expected", [
+    ({"peak_rss_mb": 400.0}, {"torch_peak_rss_mb": 400.0, "ratio": 0.5}),
+    ({"error": "ModuleNotFoundError: No module named 'torch'"},
+     {"torch": "not measured: ModuleNotFoundError: No module named 'torch'"}),
+])
+def test_peak_rss_against_torch_measured_or_said_why_not(monkeypatch, peer, expected):
+    calls = []
+
+    def in_child(args, env=None):
+        calls.append(args)
+        return {"peak_rss_mb": 200.0} if args[1] == "charrnn" else peer
+    monkeypatch.setattr(bench, "in_child", in_child)
+    row = bench.peak_rss_row(seconds=30.0, threads=2)
+    assert {k: row[k] for k in expected} == expected
+    assert row["peak_rss_mb"] == 200.0
+    # Each peer trains config M in a fresh process, briefly: the peak comes in the first steps.
+    shape = ",".join(map(str, bench.CONFIGS["M"]))
+    assert calls == [["train-rss", peer_name, shape, bench.RSS_SECONDS, 2]
+                     for peer_name in ("charrnn", "torch")]
+    assert "MiB" in bench.format_row(row)
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+def test_peak_rss_is_the_high_water_mark():
+    before = bench.peak_rss_mb()
+    assert before >= resident_mb() > 0
+    # Enough to pass the old peak by 64 MiB, whatever this process held before.
+    block = np.ones(int((before - resident_mb() + 64) * (1 << 20)), np.uint8)  # touched
+    del block
+    assert bench.peak_rss_mb() >= before + 60
