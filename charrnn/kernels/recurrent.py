@@ -109,11 +109,12 @@ def recurrent_backward(cell, WhT_units, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh
     dc0[lo:hi, j0:j1] = dc
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def matvec_into(x, W, out):
     """out (M) = x (K) @ W (K, M) for one row, where a BLAS call's overhead would
     dominate. Four rows of W per sweep over out: the loop over M vectorises (no sum is
-    reassociated, so no fastmath) and out is loaded and stored a quarter as often."""
+    reassociated) and out is loaded and stored a quarter as often. "contract" lets
+    LLVM fuse each multiply-add into one FMA, as BLAS does: 1.5x here."""
     K, M = W.shape
     out[:] = 0.0
     k = 0
