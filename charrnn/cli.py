@@ -18,6 +18,7 @@ import time
 import click
 
 from . import __version__, one_blas_thread
+from .runs import VAL_CHARS_CAP  # runs.py imports only the standard library at import
 
 
 def parse_duration(value: str | None) -> float | None:
@@ -97,8 +98,6 @@ def cli():
 
 
 # --------------------------------------------------------------------------- train
-ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
-VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigger
 
 
 @cli.command()
@@ -148,6 +147,7 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
     mpiexec -n 4 charrnn train corpus.txt -o model.ckpt --threads 2
     """
     from .distributed import communicator, threads_per_rank
+    from .runs import AllRanks, RunError, RunRequest
     try:
         comm = communicator()
     except RuntimeError as error:
@@ -159,14 +159,25 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
     if comm.rank == 0 and not quiet:  # the other ranks print only their fatal errors
         note_compiling()
     try:
-        code = train_on_ranks(ctx, comm, corpus, output, resume, force, init_from, max_vocab,
-                              min_count, quiet, log_path, encoding, errors, time_limit, flags)
+        time_limit = parse_duration(time_limit)
+    except click.BadParameter:
+        if comm.rank == 0:
+            raise
+        sys.exit(2)  # every rank parsed the same words: rank 0 alone says what is wrong
+    given = {name for name in (*flags, "max_vocab", "min_count")
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    request = RunRequest(corpus, output, resume, force, init_from, max_vocab, min_count,
+                         encoding, errors, time_limit, flags, given)
+    try:
+        code = train_on_ranks(comm, request, quiet, log_path)
     except AllRanks as agreed:  # every rank ends here together
         if comm.rank == 0:
-            raise agreed.error from None
+            raise click_error(agreed.error, agreed.rank) from None
         sys.exit(agreed.error.exit_code)
     except BaseException as error:
         if comm.size == 1:
+            if isinstance(error, RunError):
+                raise click_error(error) from None
             raise
         # This rank alone: the others may be waiting for it in a collective.
         click.echo(f"Error: rank {comm.rank}: {describe(error)}", err=True)
@@ -175,109 +186,34 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
         sys.exit(code)
 
 
-class AllRanks(Exception):
-    """A failure every rank knows of, so all of them can end together (rank 0 reports
-    it). Under MPI, a failure on some ranks alone must end the job through abort."""
-
-    def __init__(self, error: click.ClickException):
-        super().__init__(error.format_message())
-        self.error = error
+def click_error(error, rank: int | None = None) -> click.ClickException:
+    """A runs.RunError as click shows it: usage errors (exit 2) with the usage line; one
+    from another rank as plain "rank R: ..." with its exit code."""
+    from .runs import BadOption, RunUsageError
+    if isinstance(error, BadOption):
+        shown = click.BadParameter(error.message, param_hint=error.option)
+    elif isinstance(error, RunUsageError):
+        shown = click.UsageError(str(error))
+    else:
+        shown = click.ClickException(str(error))
+    if rank is not None:
+        shown = click.ClickException(f"rank {rank}: {shown.format_message()}")
+    shown.exit_code = error.exit_code
+    return shown
 
 
 def describe(error: BaseException) -> str:
-    if isinstance(error, click.ClickException):
-        return error.format_message()
+    from .runs import RunError
+    if isinstance(error, RunError):
+        return click_error(error).format_message()
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def settle(comm, failure: click.ClickException | None) -> None:
-    """Collective: if any rank failed, raise AllRanks on every rank with the failure of
-    the lowest such rank."""
-    report = None if failure is None else (failure.exit_code, failure.format_message())
-    for rank, found in enumerate(comm.allgather(report)):
-        if found is not None:
-            if rank == comm.rank:
-                raise AllRanks(failure)
-            error = click.ClickException(f"rank {rank}: {found[1]}")
-            error.exit_code = found[0]
-            raise AllRanks(error)
-
-
-def train_on_ranks(ctx, comm, corpus, output, resume, force, init_from, max_vocab, min_count,
-                   quiet, log_path, encoding, errors, time_limit, flags) -> int:
-    """The train command on each rank (one with LocalComm); returns the exit code.
-    Rank 0 alone checks the output and reads checkpoints; every rank reads the corpus
-    (rank 0's stdin is broadcast) and trains its share of the streams."""
-    from .corpus import Corpus, CorpusError, split_ids
-    from .distributed import BroadcastReader, bcast_checkpoint
-    from .train import ReplicasDiffer, Trainer, TrainingDiverged
-
-    given = {name for name in flags
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    failure, shared = None, None
-    if comm.rank == 0:
-        try:
-            shared = parse_duration(time_limit), checked_base(output, resume, force, init_from)
-        except click.ClickException as error:
-            failure = error
-    settle(comm, failure)
-    time_limit, base = shared if comm.rank == 0 else (None, None)
-    time_limit, base = comm.bcast(time_limit), bcast_checkpoint(comm, base)
-    clock = time.perf_counter()
-    notes = []  # (line, shown even with --quiet): printed once nothing can fail
-    vocab_given = {name for name in ("max_vocab", "min_count")
-                   if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    stdin = BroadcastReader(comm, sys.stdin.buffer) if corpus == "-" and comm.size > 1 \
-        else None
-    failure, key = None, None
-    try:
-        try:
-            with Corpus(corpus, encoding, errors, stdin=stdin) as text:
-                key = text.key
-                vocab = corpus_vocab(text, max_vocab, min_count, notes) \
-                    if not resume or vocab_given else None
-                if resume:
-                    model, vocab, options, state, arrays = resumed_run(
-                        base, output, text, vocab, vocab_given, flags, given, time_limit)
-                else:
-                    model, options = new_run(base, init_from, text, vocab, flags, given,
-                                             time_limit, notes)
-                    state, arrays = None, None
-                ids = text.ids(vocab)
-                notes.insert(0, (f"corpus {text.name}: {text.n_chars:,} chars, "
-                                 f"{len(text.counts):,} distinct; ids "
-                                 f"{'reused from' if text.ids_cached else 'cached in'} "
-                                 f"{text.ids_path(vocab)} ({time.perf_counter() - clock:.1f} s)",
-                                 False))
-        except CorpusError as error:
-            fail(str(error))
-        if options.batch_size < comm.size:
-            raise click.UsageError(f"--batch-size {options.batch_size} is smaller than the "
-                                   f"{comm.size} ranks: each rank needs at least one stream; "
-                                   "raise --batch-size or start fewer ranks")
-        train_ids, val_ids = split_ids(ids, options.val_fraction)
-        if not resume and "val_chars" not in given and len(val_ids) > VAL_CHARS_CAP:
-            # A whole held-out tenth of a big corpus would take longer to score than the
-            # training between two evaluations; the same first chars are used every time.
-            options.val_chars = VAL_CHARS_CAP
-            notes.append((f"validating on the first {VAL_CHARS_CAP:,} of {len(val_ids):,} "
-                          "held-out chars; --val-chars 0 for all", False))
-        try:
-            trainer = Trainer(model, vocab, train_ids, val_ids, options, output, state, arrays,
-                              comm)
-        except CorpusError as error:
-            fail(str(error))
-    except click.ClickException as error:
-        if stdin is not None and not stdin.finished:
-            raise  # rank 0 is still broadcasting stdin: only an abort ends it
-        failure = error
-    settle(comm, failure)
-    keys = comm.allgather(key)
-    if any(other != keys[0] for other in keys):
-        rank = next(r for r, other in enumerate(keys) if other != keys[0])
-        raise AllRanks(click.ClickException(
-            f"rank {rank} read other bytes from {corpus} than rank 0: every machine needs "
-            "the same corpus file (or give '-' to send rank 0's stdin to all ranks)"))
+def train_on_ranks(comm, request, quiet: bool, log_path: str | None) -> int:
+    """The train command on each rank (one with LocalComm); returns the exit code."""
+    from .runs import prepare_run, run_training
+    stdin = sys.stdin.buffer if request.corpus == "-" else None
+    trainer, notes = prepare_run(comm, request, stdin)
     reporter = None  # other ranks stay silent
     if comm.rank == 0:
         for line, always in notes:
@@ -285,146 +221,17 @@ def train_on_ranks(ctx, comm, corpus, output, resume, force, init_from, max_voca
                 click.echo(line, err=True)
         reporter = Reporter(quiet, log_path)
     stop = StopFlag()
-    try:
-        with stop.installed():
-            reason = trainer.run(reporter or (lambda event: None), stop)
-    except (TrainingDiverged, ReplicasDiffer) as error:  # raised on every rank at once
-        raise AllRanks(click.ClickException(str(error))) from None
-    except OSError as error:
-        fail(f"cannot write {output}: {error.strerror or error}")
+    with stop.installed():
+        reason = run_training(trainer, reporter or (lambda event: None), stop, request.output)
     if reporter:
         reporter.close()
     if reason != "interrupted":
         return 0
     if reporter:
-        click.echo(f"stopped at step {trainer.state.step}; saved {output}; continue with: "
-                   f"charrnn train {corpus} -o {output} --resume", err=True)
+        click.echo(f"stopped at step {trainer.state.step}; saved {request.output}; continue "
+                   f"with: charrnn train {request.corpus} -o {request.output} --resume",
+                   err=True)
     return 128 + trainer.stop_signal
-
-
-def checked_base(output: str, resume: bool, force: bool, init_from: str | None):
-    """The checkpoint a run starts from (--resume: output; --init-from), or None, once
-    writing output is known to be safe. Rank 0 alone: it writes the checkpoints."""
-    if resume and init_from:
-        raise click.UsageError("--resume continues --output itself and --init-from starts a "
-                               "new run from another checkpoint: give one of them")
-    refuse_to_overwrite(output, resume, force)
-    # A bad checkpoint fails before a big corpus is read.
-    return load_trained_or_fail(output if resume else init_from) if resume or init_from \
-        else None
-
-
-def refuse_to_overwrite(output: str, resume: bool, force: bool) -> None:
-    """Fail unless writing output (and OUT.best) can destroy nothing but a checkpoint
-    the user asked to replace or continue."""
-    from .checkpoint import is_checkpoint_file
-    from .train import best_path
-    if os.path.isdir(output):
-        raise click.BadParameter(f"{output} is a directory", param_hint="--output")
-    exists = os.path.exists(output)
-    for path in (output, best_path(output)):
-        if os.path.exists(path) and not is_checkpoint_file(path):
-            fail(f"{path} exists and is not a charrnn checkpoint: refusing to overwrite it; "
-                 "choose another --output")
-    if resume and not exists:
-        fail(f"--resume: {output} does not exist; drop --resume to start a new model")
-    if exists and not resume and not force:
-        fail(f"{output} already exists: add --resume to continue it or --force to replace it")
-
-
-def corpus_vocab(text, max_vocab: int | None, min_count: int, notes: list):
-    """The vocabulary of a corpus, rare characters folded into the unknown symbol."""
-    from .vocab import Vocab
-    vocab = Vocab.from_counter(text.counts, max_vocab or 0, min_count)
-    if not vocab.chars:
-        fail(f"--min-count {min_count} keeps no character (the most frequent occurs "
-             f"{max(text.counts.values()):,} times): lower --min-count")
-    if vocab.has_unknown:
-        folded = len(text.counts) - len(vocab.chars)
-        share = 1 - sum(vocab.counts) / text.n_chars
-        notes.append((f"vocabulary: {len(vocab.chars):,} of {len(text.counts):,} characters; "
-                      f"the other {folded:,} ({share:.2%} of the text) are one unknown "
-                      "symbol", False))
-    return vocab
-
-
-def architecture_conflicts(config, flags, given, names=ARCHITECTURE) -> list[str]:
-    return [f"--{name.replace('_', '-')}" for name in names
-            if name in given and flags[name] != getattr(config, name)]
-
-
-def new_run(base, init_from, text, vocab, flags, given, time_limit, notes):
-    """(model, options) for a run from step 0: freshly initialised, or fine-tuned from
-    base (a loaded checkpoint) with rows matched by character."""
-    import numpy as np
-
-    from .model import Model, ModelConfig
-    from .train import TrainOptions
-    from .defaults import default_hidden, default_val_fraction
-    options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
-                           time_limit=time_limit)
-    if options.steps is None and time_limit is None:
-        options.steps = 2000
-    if options.val_fraction is None:
-        options.val_fraction = default_val_fraction(text.n_chars)
-    architecture = {k: flags[k] for k in ARCHITECTURE}
-    if architecture["hidden"] is None:
-        architecture["hidden"] = default_hidden(time_limit, text.n_chars)
-    if base is not None:
-        old_model, old_vocab = base[0], base[1]
-        shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change
-        conflicts = architecture_conflicts(old_model.config, flags, given, shape_names)
-        if conflicts:
-            raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture "
-                                   f"of {init_from}; drop them when fine-tuning")
-        architecture.update({k: getattr(old_model.config, k) for k in shape_names})
-        if "dropout" not in given:
-            architecture["dropout"] = old_model.config.dropout
-    model = Model(ModelConfig(vocab_size=vocab.size, **architecture))
-    model.initialise(np.random.default_rng(options.seed), text.id_counts(vocab))
-    if base is not None:
-        from .finetune import transfer_by_character
-        added = transfer_by_character(old_model, old_vocab, model, vocab)
-        dropped = len(set(old_vocab.chars) - set(vocab.chars))
-        shown = "".join(added[:200]) + ("..." if len(added) > 200 else "")
-        notes.append((f"fine-tuning {init_from}: " + (
-            f"{len(added)} characters it never saw get fresh rows: {shown!r}" if added else
-            "it knows every character of the corpus") +
-            (f"; {dropped} of its characters are not in the corpus and are dropped"
-             if dropped else ""),
-            True))
-    return model, options
-
-
-def resumed_run(base, output, text, vocab, vocab_given, flags, given, time_limit):
-    """(model, vocab, options, state, arrays) to continue the checkpoint base exactly.
-    vocab is the corpus's under the --max-vocab/--min-count given (vocab_given), if any:
-    it must be the stored one."""
-    from .train import TrainOptions, TrainState
-    model, stored_vocab, record, arrays = base
-    conflicts = architecture_conflicts(model.config, flags, given)
-    if vocab is not None and (vocab.chars, vocab.has_unknown) != \
-            (stored_vocab.chars, stored_vocab.has_unknown):
-        conflicts += [f"--{name.replace('_', '-')}" for name in sorted(vocab_given)]
-    if conflicts:
-        raise click.UsageError(f"{', '.join(conflicts)} conflict with the architecture or "
-                               f"vocabulary stored in {output}; drop them when resuming")
-    saved = dict(record.get("options", {}))
-    if "batch_size" in given and flags["batch_size"] != saved.get("batch_size"):
-        # The data cursor and the carried state belong to the stored streams.
-        raise click.UsageError(f"--batch-size {flags['batch_size']} differs from the "
-                               f"{saved.get('batch_size')} streams stored in {output}: drop it "
-                               "to resume them (any number of ranks shares the same streams)")
-    saved.update({name: flags[name] for name in given if name in saved})
-    saved["time_limit"] = time_limit
-    if "steps" in given or time_limit is not None:
-        saved["steps"] = flags["steps"]
-    missing = text.missing(stored_vocab)
-    if missing and not stored_vocab.has_unknown:
-        fail(f"the corpus has characters the checkpoint's vocabulary lacks "
-             f"({''.join(missing[:20])!r}); resume on the same corpus, or fine-tune on "
-             f"this one with --init-from {output}")
-    return model, stored_vocab, TrainOptions(**saved), TrainState(**record["state"]), arrays
 
 
 class StopFlag:

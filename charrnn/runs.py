@@ -1,0 +1,308 @@
+"""A training run as `charrnn train` asks for it: new, resumed exactly, or fine-tuned from
+another checkpoint, on one process or on every rank of an MPI job (distributed.py).
+
+Plain functions of plain values (RunRequest): nothing here knows click, stdout or exit
+codes. A run that cannot start says why in a RunError (the CLI exits 1) or, when the
+options contradict each other or the checkpoint they name, a RunUsageError (exit 2).
+
+Rank 0 alone checks the output and reads checkpoints; every rank reads the corpus (rank
+0's stdin is broadcast) and trains its share of the streams. A collective waits for
+every rank, so a failure every rank knows of is raised on all of them together
+(AllRanks, rank 0 reports it); a failure one rank meets alone must end the job through
+comm.abort, which the CLI does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
+VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigger
+
+
+class RunError(Exception):
+    """A run that cannot start or go on; the message says how to fix it."""
+    exit_code = 1
+
+
+class RunUsageError(RunError):
+    """Options that contradict each other or the checkpoint they name."""
+    exit_code = 2
+
+
+class BadOption(RunUsageError):
+    """One option's value is wrong whatever the others say."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(option, message)  # both in args, so it pickles (see settle)
+        self.option, self.message = option, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AllRanks(Exception):
+    """A failure every rank knows of, so all of them can end together (rank 0 reports
+    it). Under MPI, a failure on some ranks alone must end the job through abort."""
+
+    def __init__(self, error: RunError, rank: int | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.rank = rank  # the rank it happened on, when that is another one
+
+
+def settle(comm, failure: RunError | None) -> None:
+    """Collective: if any rank failed, raise AllRanks on every rank with the failure of
+    the lowest such rank."""
+    for rank, found in enumerate(comm.allgather(failure)):
+        if found is not None:
+            raise AllRanks(found, None if rank == comm.rank else rank)
+
+
+@dataclass
+class RunRequest:
+    """What the train command was asked for."""
+    corpus: str  # a path, or '-' for stdin
+    output: str  # the checkpoint to write (and OUT.best)
+    resume: bool  # continue output exactly where it stopped
+    force: bool  # replace an existing output
+    init_from: str | None  # fine-tune from this checkpoint
+    max_vocab: int | None  # keep only this many most frequent characters; None = all
+    min_count: int  # characters seen fewer times become the unknown symbol
+    encoding: str  # of the corpus
+    errors: str  # what to do with undecodable bytes: strict | replace | ignore
+    time_limit: float | None  # seconds
+    flags: dict  # ARCHITECTURE and TrainOptions values by name, defaults included
+    given: set  # names of flags, max_vocab and min_count set by the user, not defaulted
+
+
+def prepare_run(comm, request: RunRequest, stdin):
+    """Collective: (trainer, notes) for this rank, comm a distributed.LocalComm for one
+    process. notes are (line, shown even when quiet) for rank 0 to print once nothing can
+    fail. stdin: the binary standard input when the corpus is '-' (else None); with
+    several ranks, rank 0's is broadcast to the others."""
+    from .distributed import BroadcastReader, bcast_checkpoint
+
+    failure, base = None, None
+    if comm.rank == 0:
+        try:
+            base = checked_base(request)
+        except RunError as error:
+            failure = error
+    settle(comm, failure)
+    base = bcast_checkpoint(comm, base)
+    notes = []
+    reader = BroadcastReader(comm, stdin) if request.corpus == "-" and comm.size > 1 \
+        else None
+    failure, trainer, key = None, None, None
+    try:
+        trainer, key = start_trainer(comm, request, base, reader, notes)
+    except RunError as error:
+        if reader is not None and not reader.finished:
+            raise  # rank 0 is still broadcasting stdin: only an abort ends it
+        failure = error
+    settle(comm, failure)
+    keys = comm.allgather(key)
+    if any(other != keys[0] for other in keys):
+        rank = next(r for r, other in enumerate(keys) if other != keys[0])
+        raise AllRanks(RunError(
+            f"rank {rank} read other bytes from {request.corpus} than rank 0: every machine "
+            "needs the same corpus file (or give '-' to send rank 0's stdin to all ranks)"))
+    return trainer, notes
+
+
+def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
+    """(trainer, key of the corpus read) for a run from base (a loaded checkpoint, or
+    None): read the corpus, choose its vocabulary, and start or continue the model."""
+    from .corpus import Corpus, CorpusError, split_ids
+    from .train import Trainer
+
+    clock = time.perf_counter()
+    vocab_given = request.given & {"max_vocab", "min_count"}
+    try:
+        with Corpus(request.corpus, request.encoding, request.errors, stdin=stdin) as text:
+            key = text.key
+            vocab = corpus_vocab(text, request.max_vocab, request.min_count, notes) \
+                if not request.resume or vocab_given else None
+            if request.resume:
+                model, vocab, options, state, arrays = resumed_run(base, request, text, vocab)
+            else:
+                model, options = new_run(base, request, text, vocab, notes)
+                state, arrays = None, None
+            ids = text.ids(vocab)
+            notes.insert(0, (f"corpus {text.name}: {text.n_chars:,} chars, "
+                             f"{len(text.counts):,} distinct; ids "
+                             f"{'reused from' if text.ids_cached else 'cached in'} "
+                             f"{text.ids_path(vocab)} ({time.perf_counter() - clock:.1f} s)",
+                             False))
+    except CorpusError as error:
+        raise RunError(str(error)) from None
+    if options.batch_size < comm.size:
+        raise RunUsageError(f"--batch-size {options.batch_size} is smaller than the "
+                            f"{comm.size} ranks: each rank needs at least one stream; "
+                            "raise --batch-size or start fewer ranks")
+    train_ids, val_ids = split_ids(ids, options.val_fraction)
+    if not request.resume and "val_chars" not in request.given and \
+            len(val_ids) > VAL_CHARS_CAP:
+        # A whole held-out tenth of a big corpus would take longer to score than the
+        # training between two evaluations; the same first chars are used every time.
+        options.val_chars = VAL_CHARS_CAP
+        notes.append((f"validating on the first {VAL_CHARS_CAP:,} of {len(val_ids):,} "
+                      "held-out chars; --val-chars 0 for all", False))
+    try:
+        trainer = Trainer(model, vocab, train_ids, val_ids, options, request.output, state,
+                          arrays, comm)
+    except CorpusError as error:
+        raise RunError(str(error)) from None
+    return trainer, key
+
+
+def run_training(trainer, report, stop, output: str) -> str:
+    """trainer.run(report, stop), its failures as run errors: why it stopped."""
+    from .train import ReplicasDiffer, TrainingDiverged
+    try:
+        return trainer.run(report, stop)
+    except (TrainingDiverged, ReplicasDiffer) as error:  # raised on every rank at once
+        raise AllRanks(RunError(str(error))) from None
+    except OSError as error:
+        raise RunError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+def checked_base(request: RunRequest):
+    """The checkpoint a run starts from (--resume: output; --init-from), or None, once
+    writing output is known to be safe. Rank 0 alone: it writes the checkpoints."""
+    from .checkpoint import CheckpointError, load_trained
+    if request.resume and request.init_from:
+        raise RunUsageError("--resume continues --output itself and --init-from starts a "
+                            "new run from another checkpoint: give one of them")
+    refuse_to_overwrite(request.output, request.resume, request.force)
+    # A bad checkpoint fails before a big corpus is read.
+    path = request.output if request.resume else request.init_from
+    if path is None:
+        return None
+    try:
+        return load_trained(path)
+    except CheckpointError as error:
+        raise RunError(str(error)) from None
+
+
+def refuse_to_overwrite(output: str, resume: bool, force: bool) -> None:
+    """Fail unless writing output (and OUT.best) can destroy nothing but a checkpoint
+    the user asked to replace or continue."""
+    from .checkpoint import is_checkpoint_file
+    from .train import best_path
+    if os.path.isdir(output):
+        raise BadOption("--output", f"{output} is a directory")
+    exists = os.path.exists(output)
+    for path in (output, best_path(output)):
+        if os.path.exists(path) and not is_checkpoint_file(path):
+            raise RunError(f"{path} exists and is not a charrnn checkpoint: refusing to "
+                           "overwrite it; choose another --output")
+    if resume and not exists:
+        raise RunError(f"--resume: {output} does not exist; drop --resume to start a new "
+                       "model")
+    if exists and not resume and not force:
+        raise RunError(f"{output} already exists: add --resume to continue it or --force to "
+                       "replace it")
+
+
+def corpus_vocab(text, max_vocab: int | None, min_count: int, notes: list):
+    """The vocabulary of a corpus, rare characters folded into the unknown symbol."""
+    from .vocab import Vocab
+    vocab = Vocab.from_counter(text.counts, max_vocab or 0, min_count)
+    if not vocab.chars:
+        raise RunError(f"--min-count {min_count} keeps no character (the most frequent "
+                       f"occurs {max(text.counts.values()):,} times): lower --min-count")
+    if vocab.has_unknown:
+        folded = len(text.counts) - len(vocab.chars)
+        share = 1 - sum(vocab.counts) / text.n_chars
+        notes.append((f"vocabulary: {len(vocab.chars):,} of {len(text.counts):,} characters; "
+                      f"the other {folded:,} ({share:.2%} of the text) are one unknown "
+                      "symbol", False))
+    return vocab
+
+
+def architecture_conflicts(config, flags, given, names=ARCHITECTURE) -> list[str]:
+    """The options given that disagree with config, as they are spelled on the command
+    line."""
+    return [f"--{name.replace('_', '-')}" for name in names
+            if name in given and flags[name] != getattr(config, name)]
+
+
+def new_run(base, request: RunRequest, text, vocab, notes: list):
+    """(model, options) for a run from step 0: freshly initialised, or fine-tuned from
+    base (a loaded checkpoint) with rows matched by character."""
+    import numpy as np
+
+    from .defaults import default_hidden, default_val_fraction
+    from .model import Model, ModelConfig
+    from .train import TrainOptions
+    flags, given, time_limit = request.flags, request.given, request.time_limit
+    options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
+                           time_limit=time_limit)
+    if options.steps is None and time_limit is None:
+        options.steps = 2000
+    if options.val_fraction is None:
+        options.val_fraction = default_val_fraction(text.n_chars)
+    architecture = {k: flags[k] for k in ARCHITECTURE}
+    if architecture["hidden"] is None:
+        architecture["hidden"] = default_hidden(time_limit, text.n_chars)
+    if base is not None:
+        old_model, old_vocab = base[0], base[1]
+        shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change
+        conflicts = architecture_conflicts(old_model.config, flags, given, shape_names)
+        if conflicts:
+            raise RunUsageError(f"{', '.join(conflicts)} conflict with the architecture "
+                                f"of {request.init_from}; drop them when fine-tuning")
+        architecture.update({k: getattr(old_model.config, k) for k in shape_names})
+        if "dropout" not in given:
+            architecture["dropout"] = old_model.config.dropout
+    model = Model(ModelConfig(vocab_size=vocab.size, **architecture))
+    model.initialise(np.random.default_rng(options.seed), text.id_counts(vocab))
+    if base is not None:
+        from .finetune import transfer_by_character
+        added = transfer_by_character(old_model, old_vocab, model, vocab)
+        dropped = len(set(old_vocab.chars) - set(vocab.chars))
+        shown = "".join(added[:200]) + ("..." if len(added) > 200 else "")
+        notes.append((f"fine-tuning {request.init_from}: " + (
+            f"{len(added)} characters it never saw get fresh rows: {shown!r}" if added else
+            "it knows every character of the corpus") +
+            (f"; {dropped} of its characters are not in the corpus and are dropped"
+             if dropped else ""),
+            True))
+    return model, options
+
+
+def resumed_run(base, request: RunRequest, text, vocab):
+    """(model, vocab, options, state, arrays) to continue the checkpoint base exactly.
+    vocab is the corpus's under the --max-vocab/--min-count given, if any: it must be the
+    stored one."""
+    from .train import TrainOptions, TrainState
+    flags, given, output = request.flags, request.given, request.output
+    model, stored_vocab, record, arrays = base
+    conflicts = architecture_conflicts(model.config, flags, given)
+    if vocab is not None and (vocab.chars, vocab.has_unknown) != \
+            (stored_vocab.chars, stored_vocab.has_unknown):
+        conflicts += [f"--{name.replace('_', '-')}"
+                      for name in sorted(given & {"max_vocab", "min_count"})]
+    if conflicts:
+        raise RunUsageError(f"{', '.join(conflicts)} conflict with the architecture or "
+                            f"vocabulary stored in {output}; drop them when resuming")
+    saved = dict(record.get("options", {}))
+    if "batch_size" in given and flags["batch_size"] != saved.get("batch_size"):
+        # The data cursor and the carried state belong to the stored streams.
+        raise RunUsageError(f"--batch-size {flags['batch_size']} differs from the "
+                            f"{saved.get('batch_size')} streams stored in {output}: drop it "
+                            "to resume them (any number of ranks shares the same streams)")
+    saved.update({name: flags[name] for name in given & flags.keys() if name in saved})
+    saved["time_limit"] = request.time_limit
+    if "steps" in given or request.time_limit is not None:
+        saved["steps"] = flags["steps"]
+    missing = text.missing(stored_vocab)
+    if missing and not stored_vocab.has_unknown:
+        raise RunError(f"the corpus has characters the checkpoint's vocabulary lacks "
+                       f"({''.join(missing[:20])!r}); resume on the same corpus, or "
+                       f"fine-tune on this one with --init-from {output}")
+    return model, stored_vocab, TrainOptions(**saved), TrainState(**record["state"]), arrays
