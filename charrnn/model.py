@@ -80,13 +80,14 @@ def flat_views(flat: np.ndarray, config: ModelConfig) -> dict[str, np.ndarray]:
     return views
 
 
-def unit_columns(Wh: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
-    """The columns of Wh (H, G*H) that feed units j0:j1, gate-major and contiguous:
-    (H, G*U), what recurrent_forward multiplies by when the units are split."""
-    H = Wh.shape[0]
+def unit_columns(W: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
+    """The columns of W (..., G*H) that feed units j0:j1, gate-major and contiguous:
+    (..., G*U). Threads that split a layer's units each multiply by their own."""
+    H = W.shape[-1] // gates
     if (j0, j1) == (0, H):
-        return Wh
-    return np.ascontiguousarray(Wh.reshape(H, gates, H)[:, :, j0:j1]).reshape(H, -1)
+        return W
+    lead = W.shape[:-1]
+    return np.ascontiguousarray(W.reshape(*lead, gates, H)[..., j0:j1]).reshape(*lead, -1)
 
 
 class Model:

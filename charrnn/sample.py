@@ -12,11 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import parallel
 from .kernels import CELL_CODES
 from .kernels.recurrent import matvec_into, stack_step
 from .kernels.sampling import generate, score_tokens
+from .model import unit_columns
 
 LN2 = math.log(2.0)
+# Generation splits each layer's units among threads from this width on (one stream
+# has no rows to split); the threads meet once per layer per character.
+SAMPLE_SPLIT_WIDTH = 128
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,30 @@ class Sampler:
         if vocab.unknown_id is not None:
             self.banned[vocab.unknown_id] = True
         self.dtype = dtype
+        self.unit_parts = self.split_weights()
+
+    def split_weights(self) -> list[tuple]:
+        """Per generating thread: (j0, j1, table0, Wx_up, b_up, Wh) with the columns
+        that feed its units j0:j1 (see kernels/sampling.generate)."""
+        H, G = self.config.hidden, self.config.gates
+        ranges = parallel.unit_ranges(H) if H >= SAMPLE_SPLIT_WIDTH else [(0, H)]
+        return [(j0, j1) + tuple(unit_columns(W, G, j0, j1) for W in
+                                 (self.table0, self.Wx_up, self.b_up, self.Wh))
+                for j0, j1 in ranges]
+
+    def generate_into(self, token: int, uniforms, decoding: Decoding, h, c, out) -> int:
+        """Feed token, then sample len(out) ids into out, each fed back as the next
+        input; (h, c) advance. Returns the last id."""
+        parts = len(self.unit_parts)
+        h_pair, c_pair = np.stack([h, h]), np.stack([c, c])  # (2, L, H)
+        counters, token_box = np.zeros(1, np.int64), np.zeros(1, np.int64)
+        parallel.run_parts(generate, [
+            (self.cell, table0, Wx_up, b_up, Wh, self.bn, self.Wy, self.by, token, uniforms,
+             1.0 / decoding.temperature, decoding.top_k, decoding.top_p, decoding.greedy,
+             self.banned, h_pair, c_pair, out, j0, j1, part, parts, counters, token_box)
+            for part, (j0, j1, table0, Wx_up, b_up, Wh) in enumerate(self.unit_parts)])
+        h[...], c[...] = h_pair[len(out) % 2], c_pair[len(out) % 2]
+        return int(out[-1]) if len(out) else token
 
     def zero_state(self):
         shape = (self.config.layers, self.config.hidden)
@@ -89,15 +118,12 @@ class Sampler:
                 return
             length = max(length - 1, 0)
         produced, chunk = 0, first_chunk
-        inv_t = 1.0 / decoding.temperature
         while not length or produced < length:
             n = chunk if not length else min(chunk, length - produced)
             if n <= 0:
                 break
             out = np.empty(n, np.int64)
-            token = generate(*self._weights(), self.Wy, self.by, token, rng.random(n),
-                             inv_t, decoding.top_k, decoding.top_p, decoding.greedy,
-                             self.banned, h, c, out)
+            token = self.generate_into(token, rng.random(n), decoding, h, c, out)
             produced += n
             chunk = min(chunk * 2, max_chunk)
             yield self.vocab.decode(out)

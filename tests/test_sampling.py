@@ -235,3 +235,31 @@ def test_same_rng_seed_same_text_and_streaming_chunks_join_up(sampler):
     assert len(one) > 1 and len("".join(one)) == 300  # streamed in several pieces
     other = "".join(sampler.stream(prime_ids, 300, Decoding(0.8), np.random.default_rng(6)))
     assert other != "".join(one)
+
+
+def test_generation_with_units_split_among_threads_is_that_of_one_thread(toy_model,
+                                                                          monkeypatch):
+    # Each thread computes its units' columns in the same order as one thread does, so
+    # the text and the final state must be identical, not merely close.
+    from charrnn import parallel, sample
+    single = Sampler(*toy_model)
+    monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    monkeypatch.setattr(parallel, "_threads", 3)
+    split = Sampler(*toy_model)
+    assert [part[:2] for part in split.unit_parts] == [(0, 2), (2, 5), (5, 8)]
+    for decoding in (Decoding(0.8), Decoding(greedy=True), Decoding(1.0, top_k=3)):
+        results = []
+        for s in (single, split):
+            h, c = s.zero_state()
+            h[...], c[...] = 0.1, -0.2
+            out = np.empty(200, np.int64)
+            last = s.generate_into(2, np.random.default_rng(4).random(200), decoding, h, c,
+                                   out)
+            results.append((out, last, h, c))
+        (out1, last1, h1, c1), (out2, last2, h2, c2) = results
+        np.testing.assert_array_equal(out1, out2)
+        assert last1 == last2 == out1[-1]
+        np.testing.assert_array_equal(h1, h2)
+        np.testing.assert_array_equal(c1, c2)
+        assert not np.array_equal(h1, np.full_like(h1, 0.1))  # the state really moved

@@ -10,7 +10,8 @@ greedy takes the arg max. Banned ids (e.g. the unknown symbol) are never emitted
 import numpy as np
 from numba import njit
 
-from .recurrent import matvec_into, stack_step
+from .recurrent import cell_block_forward, matvec_into, stack_step
+from .sync import meet
 
 
 @njit(cache=True)
@@ -84,30 +85,11 @@ def step_logits(cell, table0, token, Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch)
 
 
 @njit(cache=True)
-def generate(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, token, uniforms,
-             inv_temperature, top_k, top_p, greedy, banned, h, c, out_ids):
-    """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
-
-    Inputs: weights as for recurrent.stack_step, Wy (H, V), by (V); token, the id fed
-    first; uniforms (n); decoding settings as for choose_token. In/out: h, c (L, H).
-    Output: out_ids (n). Returns the last sampled id.
-    """
-    scratch = step_scratch(Wh, by, h.dtype)
-    logits = scratch[-1]
-    probs = np.empty(by.shape[0], np.float64)
-    for i in range(out_ids.shape[0]):
-        step_logits(cell, table0, token, Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch)
-        token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
-                             banned, probs)
-        out_ids[i] = token
-    return token
-
-
-@njit(cache=True)
 def score_tokens(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, ids, h, c, losses):
     """Negative log-likelihood (nats) of ids[k + 1] given ids[:k + 1], for every k.
 
-    Inputs: weights as for generate; ids (K). In/out: h, c (L, H), carried across calls.
+    Inputs: weights as for stack_step, Wy (H, V), by (V); ids (K). In/out: h, c (L, H),
+    carried across calls.
     Output: losses (K - 1).
     """
     scratch = step_scratch(Wh, by, h.dtype)
@@ -120,3 +102,64 @@ def score_tokens(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, ids, h, c, losses):
         for v in range(V):
             total += np.exp(logits[v] - top)
         losses[k] = np.log(total) + top - logits[ids[k + 1]]
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def generate(cell, table0_units, Wx_up_units, b_up_units, Wh_units, bn, Wy, by, token,
+             uniforms, inv_temperature, top_k, top_p, greedy, banned, h_pair, c_pair,
+             out_ids, j0, j1, part, parts, counters, token_box):
+    """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
+
+    One stream has no batch rows to share among threads, so each of `parts` threads runs
+    this loop for its own units j0:j1 of every layer, and they meet (sync.meet on
+    counters) after each layer: the next layer, and the next step, need every unit.
+    Part 0 also computes the logits, draws the token and hands it to the others through
+    token_box (1). A single thread passes part 0 of 1 and all units.
+
+    Inputs: cell code; table0_units (V, G*U), Wx_up_units (L-1, H, G*U), b_up_units
+    (L-1, G*U), Wh_units (L, H, G*U): the columns of the weights of stack_step that feed
+    these U = j1 - j0 units, gate-major; bn (L, H); Wy (H, V), by (V); uniforms (n);
+    decoding settings as for choose_token. In/out: h_pair, c_pair (2, L, H), the state
+    in [0] on entry: step i reads [i % 2] and writes [1 - i % 2], so no thread
+    overwrites a state another may still be reading; after n steps the state is in
+    [n % 2]. Output (part 0): out_ids (n). Returns the last id.
+    """
+    L, H = h_pair.shape[1], h_pair.shape[2]
+    GU = Wh_units.shape[2]
+    G, U = GU // (j1 - j0), j1 - j0
+    GH = G * H
+    gx = np.zeros((1, GH), h_pair.dtype)  # full-width; this part fills its own columns
+    gx_units = np.empty(GU, h_pair.dtype)
+    gh = np.empty((1, GU), h_pair.dtype)
+    acts = np.empty((1, GH), h_pair.dtype)
+    aux = np.empty((1, H), h_pair.dtype)
+    logits = np.empty(by.shape[0], h_pair.dtype)
+    probs = np.empty(by.shape[0], np.float64)
+    meeting = 0
+    for i in range(out_ids.shape[0]):
+        now, nxt = i % 2, 1 - i % 2
+        for layer in range(L):
+            if layer == 0:
+                gx_units[:] = table0_units[token]
+            else:
+                matvec_into(h_pair[nxt, layer - 1], Wx_up_units[layer - 1], gx_units)
+                gx_units += b_up_units[layer - 1]
+            for g in range(G):
+                gx[0, g * H + j0:g * H + j1] = gx_units[g * U:(g + 1) * U]
+            matvec_into(h_pair[now, layer], Wh_units[layer], gh[0])
+            cell_block_forward(cell, gx, gh, bn[layer], h_pair[now, layer:layer + 1],
+                               c_pair[now, layer:layer + 1], h_pair[nxt, layer:layer + 1],
+                               c_pair[nxt, layer:layer + 1], acts, aux, j0, j1)
+            meeting += 1
+            meet(counters, parts, meeting)
+        if part == 0:
+            matvec_into(h_pair[nxt, L - 1], Wy, logits)
+            logits += by
+            token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
+                                 banned, probs)
+            out_ids[i] = token
+            token_box[0] = token
+        meeting += 1
+        meet(counters, parts, meeting)
+        token = token_box[0]
+    return token
