@@ -17,7 +17,7 @@ import time
 
 import click
 
-from . import __version__, one_blas_thread
+from . import __version__, defaults, one_blas_thread
 from .runs import VAL_CHARS_CAP  # runs.py imports only the standard library at import
 
 
@@ -109,14 +109,14 @@ def cli():
 @click.option("--init-from", type=click.Path(), default=None, help="Fine-tune: start from this checkpoint's weights and architecture, matched to the new vocabulary by character; new characters get fresh rows.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True, help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(1, 16), default=2, show_default=True, help="Stacked recurrent layers.")
-@click.option("--hidden", type=click.IntRange(1, 8192), default=None, help="Hidden units per layer [default: by budget: 128 up to --time-limit 3m, 256 up to 20m or with --steps, 384 beyond; 128 for corpora under 300 KB].")
+@click.option("--hidden", type=click.IntRange(1, 8192), default=None, help=f"Hidden units per layer [default: by --time-limit: {defaults.describe(defaults.HIDDEN_BY_BUDGET)}; {defaults.HIDDEN_FOR_STEPS} with --steps only; at most 128 for corpora under 300 KB].")
 @click.option("--embed", type=click.IntRange(0, 4096), default=64, show_default=True, help="Input embedding width; 0 = one-hot input.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, callback=finite, help="Dropout after each layer (training only).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, callback=finite, help=f"Dropout after each layer (training only) [default: by --time-limit: {defaults.describe(defaults.DROPOUT_BY_BUDGET)}; {defaults.SMALL_CORPUS_DROPOUT[1]} beyond {defaults.SMALL_CORPUS_DROPOUT[0]}s for corpora under 300 KB; 0 with --steps only].")
 @click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep only this many of the most frequent characters; the rest become one unknown symbol, never sampled [default: all].")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True, help="Characters seen fewer times than this become the unknown symbol.")
 @click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True, help="Characters per stream per step (BPTT length).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams per step.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True, callback=finite, help="Adam learning rate.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, callback=finite, help=f"Adam's peak learning rate [default: {defaults.LR_DECAYING:g} when it decays to the end of the run (--time-limit, or a cosine or step schedule), else {defaults.LR_CONSTANT:g}].")
 @click.option("--lr-schedule", type=click.Choice(["auto", "constant", "cosine", "step"]), default="auto", show_default=True, help="Learning-rate schedule over --steps or --time-limit; auto: cosine to the end of a --time-limit, constant for --steps runs (so they resume bit for bit whatever the total).")
 @click.option("--warmup", type=click.IntRange(0), default=50, show_default=True, help="Linear learning-rate warm-up steps.")
 @click.option("--clip", type=click.FloatRange(0), default=5.0, show_default=True, callback=finite, help="Clip the global gradient norm to this; 0 = off.")

@@ -1,32 +1,61 @@
 """Training defaults that adapt to the job when the user does not choose.
 
 Measured on tiny shakespeare (1 MB) on 2 cores, scoring the last 10% after training on
-the first 90% (see `make bench-quality`): at a 75 s budget a 2 x 128 LSTM that sees ~6
-passes of the text beat 2 x 192 and 2 x 256 models that saw fewer characters; a cosine
-learning-rate decay to the end of the budget gained 0.03 nats/char over a constant rate;
-and holding out 10% of the training text for validation cost 0.09 nats/char against
-holding out 2%, because the held-out tail is the text closest to what is scored next.
-Bigger budgets and bigger corpora get bigger models.
+the first 90% (see `make bench-quality` and the README's "Quality" section):
+- at a 75 s budget, 2 x 256 beat 2 x 192 and 2 x 128 once the learning rate was raised
+  (1.551, 1.556 and 1.606 nats/char at 1e-2), although the bigger model sees a third of
+  the characters;
+- with the rate decaying to the end of the run, a high peak pays: at 75 s and 2 x 256,
+  3e-3 gave 1.607, 6e-3 1.559, 1e-2 1.551 nats/char; a constant rate (a --steps run)
+  keeps 3e-3, since nothing brings a high rate down at the end;
+- a budget that buys many passes over the text overfits without dropout: at 10 min a
+  2 x 256 model without it scored worse (1.684) than the 75 s model; with dropout 0.25
+  it scored 1.552, and a 2 x 384 model with it 1.533 (both at a 6e-3 peak rate);
+- holding out 10% of the training text for validation cost 0.09 nats/char against 2%,
+  because the held-out tail is the text closest to what is scored next.
 """
 
 from __future__ import annotations
 
-# (largest time budget in seconds, hidden units): the first row that fits is used.
-HIDDEN_BY_BUDGET = ((180, 128), (1200, 256), (float("inf"), 384))
+# (largest time budget in seconds, value): the first row that fits is used.
+HIDDEN_BY_BUDGET = ((40, 128), (300, 256), (float("inf"), 384))
+DROPOUT_BY_BUDGET = ((180, 0.0), (float("inf"), 0.25))
 HIDDEN_FOR_STEPS = 256  # a run bounded by --steps only
 SMALL_CORPUS_CHARS = 300_000  # below this, a bigger model mostly memorises
+SMALL_CORPUS_DROPOUT = (45, 0.25)  # ... and from this budget on, dropout: many passes
 VAL_CHARS_CAP = 20_000  # hold out at most this many characters by default
+LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
+LR_CONSTANT = 3e-3
+
+
+def by_budget(table, time_limit: float):
+    return next(value for budget, value in table if time_limit <= budget)
 
 
 def default_hidden(time_limit: float | None, corpus_chars: int) -> int:
     """Hidden units for a run whose size the user left open."""
-    if time_limit is None:
-        hidden = HIDDEN_FOR_STEPS
-    else:
-        hidden = next(h for budget, h in HIDDEN_BY_BUDGET if time_limit <= budget)
+    hidden = HIDDEN_FOR_STEPS if time_limit is None else by_budget(HIDDEN_BY_BUDGET, time_limit)
     if corpus_chars < SMALL_CORPUS_CHARS:
         hidden = min(hidden, 128)
     return hidden
+
+
+def default_dropout(time_limit: float | None, corpus_chars: int) -> float:
+    """Dropout for a run that did not choose: none for short budgets (dropout slows
+    learning), some once the budget buys many passes over the text."""
+    if time_limit is None:
+        return 0.0
+    dropout = by_budget(DROPOUT_BY_BUDGET, time_limit)
+    budget, small_corpus_dropout = SMALL_CORPUS_DROPOUT
+    if corpus_chars < SMALL_CORPUS_CHARS and time_limit > budget:
+        dropout = max(dropout, small_corpus_dropout)
+    return dropout
+
+
+def default_lr(schedule: str, time_limit: float | None) -> float:
+    """Adam's peak learning rate: higher when the schedule brings it down by the end."""
+    decaying = schedule in ("cosine", "step") or (schedule == "auto" and time_limit)
+    return LR_DECAYING if decaying else LR_CONSTANT
 
 
 def default_val_fraction(corpus_chars: int, fraction: float = 0.1) -> float:
@@ -34,3 +63,15 @@ def default_val_fraction(corpus_chars: int, fraction: float = 0.1) -> float:
     if corpus_chars <= 0:
         return fraction
     return min(fraction, VAL_CHARS_CAP / corpus_chars)
+
+
+def describe(table, unit: str = "") -> str:
+    """'128 up to --time-limit 40s, 256 up to 20m, 384 beyond' for help texts."""
+    parts = []
+    for budget, value in table:
+        if budget == float("inf"):
+            parts.append(f"{value:g}{unit} beyond")
+        else:
+            budget = f"{budget // 60:g}m" if budget >= 60 and budget % 60 == 0 else f"{budget:g}s"
+            parts.append(f"{value:g}{unit} up to {budget}")
+    return ", ".join(parts)

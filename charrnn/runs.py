@@ -236,7 +236,7 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
     base (a loaded checkpoint) with rows matched by character."""
     import numpy as np
 
-    from .defaults import default_hidden, default_val_fraction
+    from .defaults import default_dropout, default_hidden, default_lr, default_val_fraction
     from .model import Model, ModelConfig
     from .train import TrainOptions
     flags, given, time_limit = request.flags, request.given, request.time_limit
@@ -246,9 +246,13 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
         options.steps = 2000
     if options.val_fraction is None:
         options.val_fraction = default_val_fraction(text.n_chars)
+    if options.lr is None:
+        options.lr = default_lr(options.lr_schedule, time_limit)
     architecture = {k: flags[k] for k in ARCHITECTURE}
     if architecture["hidden"] is None:
         architecture["hidden"] = default_hidden(time_limit, text.n_chars)
+    if architecture["dropout"] is None:
+        architecture["dropout"] = default_dropout(time_limit, text.n_chars)
     if base is not None:
         old_model, old_vocab = base[0], base[1]
         shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change

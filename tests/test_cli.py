@@ -593,3 +593,27 @@ def test_chinese_score_through_a_pipe(chinese, console_script):
     assert done.returncode == 0 and done.stderr == b""
     value, text = done.stdout.decode("utf-8").rstrip("\n").split("\t")
     assert text == line and math.isfinite(float(value))
+
+
+@pytest.mark.parametrize("limits, lr, dropout", [
+    (["--steps", "3"], "constant", 0.0),
+    (["--steps", "3", "--time-limit", "10m"], "decaying", 0.25),  # stops at 3 steps
+])
+def test_train_fills_unchosen_lr_and_dropout_from_the_budget(tmp_path, limits, lr, dropout):
+    from charrnn import defaults
+    from charrnn.checkpoint import load_checkpoint
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(english_text(), encoding="utf-8")  # small: dropout comes early
+    result = run("train", corpus, "-o", tmp_path / "m.ckpt", "--hidden", "16", "--layers",
+                 "1", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "--quiet",
+                 *limits)
+    assert result.exit_code == 0, result.stderr
+    header, _ = load_checkpoint(str(tmp_path / "m.ckpt"))
+    expected_lr = defaults.LR_DECAYING if lr == "decaying" else defaults.LR_CONSTANT
+    assert header["training"]["options"]["lr"] == expected_lr
+    assert header["model"]["dropout"] == dropout
+    given = run("train", corpus, "-o", tmp_path / "g.ckpt", "--hidden", "16", "--layers",
+                "1", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "--quiet",
+                "--lr", "0.02", "--dropout", "0.1", *limits)
+    header, _ = load_checkpoint(str(tmp_path / "g.ckpt"))
+    assert (header["training"]["options"]["lr"], header["model"]["dropout"]) == (0.02, 0.1)

@@ -1,15 +1,17 @@
-"""The adaptive training defaults: model size by budget and corpus, validation size."""
+"""The adaptive training defaults: model size, dropout and learning rate by budget and
+corpus, validation size."""
 
 import pytest
 
-from charrnn.defaults import (HIDDEN_FOR_STEPS, SMALL_CORPUS_CHARS, VAL_CHARS_CAP,
-                              default_hidden, default_val_fraction)
+from charrnn.defaults import (HIDDEN_FOR_STEPS, LR_CONSTANT, LR_DECAYING, SMALL_CORPUS_CHARS,
+                              VAL_CHARS_CAP, default_dropout, default_hidden, default_lr,
+                              default_val_fraction, describe)
 
 BIG = 10 * SMALL_CORPUS_CHARS
 
 
-@pytest.mark.parametrize("budget, hidden", [(75, 128), (180, 128), (181, 256), (600, 256),
-                                            (3600, 384)])
+@pytest.mark.parametrize("budget, hidden", [(20, 128), (40, 128), (41, 256), (75, 256),
+                                            (300, 256), (301, 384), (600, 384), (3600, 384)])
 def test_hidden_grows_with_the_time_budget(budget, hidden):
     assert default_hidden(budget, BIG) == hidden
 
@@ -21,6 +23,31 @@ def test_a_steps_only_run_gets_the_steps_default():
 def test_a_small_corpus_keeps_the_model_small():
     assert default_hidden(3600, SMALL_CORPUS_CHARS - 1) == 128
     assert default_hidden(None, 1000) == 128
+
+
+@pytest.mark.parametrize("budget, dropout", [(75, 0.0), (180, 0.0), (600, 0.25), (3600, 0.25)])
+def test_dropout_arrives_when_the_budget_buys_many_passes(budget, dropout):
+    assert default_dropout(budget, BIG) == dropout
+    assert default_dropout(None, BIG) == 0.0  # a --steps run
+
+
+def test_a_small_corpus_gets_dropout_sooner():
+    small = SMALL_CORPUS_CHARS - 1
+    assert default_dropout(20, small) == 0.0
+    assert default_dropout(75, small) > 0.0 == default_dropout(75, BIG)
+
+
+def test_a_decaying_rate_starts_higher_than_a_constant_one():
+    assert LR_DECAYING > LR_CONSTANT
+    assert default_lr("auto", 75.0) == default_lr("cosine", None) == LR_DECAYING
+    assert default_lr("step", None) == LR_DECAYING
+    assert default_lr("auto", None) == default_lr("constant", 75.0) == LR_CONSTANT
+
+
+def test_help_text_reads_the_tables():
+    assert describe(((40, 128), (1200, 256), (float("inf"), 384))) == \
+        "128 up to 40s, 256 up to 20m, 384 beyond"
+    assert describe(((90, 0.0), (float("inf"), 0.25))) == "0 up to 90s, 0.25 beyond"
 
 
 def test_validation_is_ten_percent_up_to_the_cap():
