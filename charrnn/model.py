@@ -86,8 +86,9 @@ def unit_columns(W: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
     H = W.shape[-1] // gates
     if (j0, j1) == (0, H):
         return W
-    lead = W.shape[:-1]
-    return np.ascontiguousarray(W.reshape(*lead, gates, H)[..., j0:j1]).reshape(*lead, -1)
+    lead = W.shape[:-1]  # may hold a 0 (no layers above the first): no -1 in reshape
+    return np.ascontiguousarray(W.reshape(*lead, gates, H)[..., j0:j1]).reshape(
+        *lead, gates * (j1 - j0))
 
 
 class Model:

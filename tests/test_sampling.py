@@ -237,11 +237,25 @@ def test_same_rng_seed_same_text_and_streaming_chunks_join_up(sampler):
     assert other != "".join(one)
 
 
-def test_generation_with_units_split_among_threads_is_that_of_one_thread(toy_model,
+@pytest.fixture(params=[2, 1], ids=["2-layer", "1-layer"])
+def any_depth_model(request, toy_model):
+    """toy_model, and a one-layer model of the same cell (no layers above the first)."""
+    model, vocab = toy_model
+    if request.param == model.config.layers:
+        return model, vocab
+    config = ModelConfig(cell=model.config.cell, vocab_size=vocab.size, hidden=8, layers=1,
+                         embed=model.config.embed)
+    one_layer = Model(config)
+    one_layer.initialise(np.random.default_rng(5))
+    return one_layer, vocab
+
+
+def test_generation_with_units_split_among_threads_is_that_of_one_thread(any_depth_model,
                                                                           monkeypatch):
     # Each thread computes its units' columns in the same order as one thread does, so
     # the text and the final state must be identical, not merely close.
     from charrnn import parallel, sample
+    toy_model = any_depth_model
     single = Sampler(*toy_model)
     monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
