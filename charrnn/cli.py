@@ -116,7 +116,7 @@ def cli():
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True, help="Characters seen fewer times than this become the unknown symbol.")
 @click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True, help="Characters per stream per step (BPTT length).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams per step.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, callback=finite, help=f"Adam's peak learning rate [default: {defaults.LR_DECAYING:g} when it decays to the end of the run (--time-limit, or a cosine or step schedule), else {defaults.LR_CONSTANT:g}].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, callback=finite, help=f"Adam's peak learning rate [default: {defaults.LR_DECAYING:g} when it decays to the end of the run (--time-limit, or a cosine or step schedule), else {defaults.LR_CONSTANT:g}; times {defaults.LR_FULL_WIDTH}/hidden beyond {defaults.LR_FULL_WIDTH} units].")
 @click.option("--lr-schedule", type=click.Choice(["auto", "constant", "cosine", "step"]), default="auto", show_default=True, help="Learning-rate schedule over --steps or --time-limit; auto: cosine to the end of a --time-limit, constant for --steps runs (so they resume bit for bit whatever the total).")
 @click.option("--warmup", type=click.IntRange(0), default=50, show_default=True, help="Linear learning-rate warm-up steps.")
 @click.option("--clip", type=click.FloatRange(0), default=5.0, show_default=True, callback=finite, help="Clip the global gradient norm to this; 0 = off.")

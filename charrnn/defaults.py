@@ -6,8 +6,10 @@ the first 90% (see `make bench-quality` and the README's "Quality" section):
   (1.551, 1.556 and 1.606 nats/char at 1e-2), although the bigger model sees a third of
   the characters;
 - with the rate decaying to the end of the run, a high peak pays: at 75 s and 2 x 256,
-  3e-3 gave 1.607, 6e-3 1.559, 1e-2 1.551 nats/char; a constant rate (a --steps run)
-  keeps 3e-3, since nothing brings a high rate down at the end;
+  3e-3 gave 1.607, 6e-3 1.559, 1e-2 1.551 and 2e-2 1.600 nats/char (2 x 128: 1.612,
+  1.608, 1.606, 1.609); a constant rate (a --steps run) keeps 3e-3, since nothing brings
+  a high rate down at the end; wider models want less: 2 x 384 for 10 min scored 1.533
+  at 6e-3 but 1.573 at 1e-2, so the rate falls as 256 / hidden beyond 256 units;
 - a budget that buys many passes over the text overfits without dropout: at 10 min a
   2 x 256 model without it scored worse (1.684) than the 75 s model; with dropout 0.25
   it scored 1.552, and a 2 x 384 model with it 1.533 (both at a 6e-3 peak rate);
@@ -26,6 +28,7 @@ SMALL_CORPUS_DROPOUT = (45, 0.25)  # ... and from this budget on, dropout: many 
 VAL_CHARS_CAP = 20_000  # hold out at most this many characters by default
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
 LR_CONSTANT = 3e-3
+LR_FULL_WIDTH = 256  # wider layers get the rate scaled by LR_FULL_WIDTH / hidden
 
 
 def by_budget(table, time_limit: float):
@@ -52,10 +55,12 @@ def default_dropout(time_limit: float | None, corpus_chars: int) -> float:
     return dropout
 
 
-def default_lr(schedule: str, time_limit: float | None) -> float:
-    """Adam's peak learning rate: higher when the schedule brings it down by the end."""
+def default_lr(schedule: str, time_limit: float | None, hidden: int) -> float:
+    """Adam's peak learning rate: higher when the schedule brings it down by the end,
+    and in inverse proportion to the width beyond LR_FULL_WIDTH units."""
     decaying = schedule in ("cosine", "step") or (schedule == "auto" and time_limit)
-    return LR_DECAYING if decaying else LR_CONSTANT
+    lr = LR_DECAYING if decaying else LR_CONSTANT
+    return lr * min(1.0, LR_FULL_WIDTH / hidden)
 
 
 def default_val_fraction(corpus_chars: int, fraction: float = 0.1) -> float:

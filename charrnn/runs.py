@@ -246,8 +246,6 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
         options.steps = 2000
     if options.val_fraction is None:
         options.val_fraction = default_val_fraction(text.n_chars)
-    if options.lr is None:
-        options.lr = default_lr(options.lr_schedule, time_limit)
     architecture = {k: flags[k] for k in ARCHITECTURE}
     if architecture["hidden"] is None:
         architecture["hidden"] = default_hidden(time_limit, text.n_chars)
@@ -263,6 +261,8 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
         architecture.update({k: getattr(old_model.config, k) for k in shape_names})
         if "dropout" not in given:
             architecture["dropout"] = old_model.config.dropout
+    if options.lr is None:
+        options.lr = default_lr(options.lr_schedule, time_limit, architecture["hidden"])
     model = Model(ModelConfig(vocab_size=vocab.size, **architecture))
     model.initialise(np.random.default_rng(options.seed), text.id_counts(vocab))
     if base is not None:

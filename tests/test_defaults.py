@@ -39,9 +39,15 @@ def test_a_small_corpus_gets_dropout_sooner():
 
 def test_a_decaying_rate_starts_higher_than_a_constant_one():
     assert LR_DECAYING > LR_CONSTANT
-    assert default_lr("auto", 75.0) == default_lr("cosine", None) == LR_DECAYING
-    assert default_lr("step", None) == LR_DECAYING
-    assert default_lr("auto", None) == default_lr("constant", 75.0) == LR_CONSTANT
+    assert default_lr("auto", 75.0, 256) == default_lr("cosine", None, 128) == LR_DECAYING
+    assert default_lr("step", None, 64) == LR_DECAYING
+    assert default_lr("auto", None, 256) == default_lr("constant", 75.0, 16) == LR_CONSTANT
+
+
+def test_wider_models_get_a_smaller_rate():
+    assert default_lr("auto", 600.0, 512) == pytest.approx(LR_DECAYING / 2)
+    assert default_lr("auto", 600.0, 384) < default_lr("auto", 600.0, 256)
+    assert default_lr("auto", None, 1024) == pytest.approx(LR_CONSTANT / 4)
 
 
 def test_help_text_reads_the_tables():
