@@ -22,8 +22,21 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def sum_of_squares(x):
-    """Sum of x[k]**2 accumulated in float64, for the global gradient norm."""
-    total = 0.0
-    for k in range(x.shape[0]):
-        total += np.float64(x[k]) * x[k]
-    return total
+    """Sum of x[k]**2 accumulated in float64, for the global gradient norm. Four running
+    sums over interleaved elements: one sum waits for each add to finish (measured
+    0.9 ns per element); four independent ones keep the adder busy, in a fixed order."""
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    k = 0
+    while k + 4 <= n:
+        a, b, c, d = np.float64(x[k]), np.float64(x[k + 1]), np.float64(x[k + 2]), np.float64(x[k + 3])
+        s0 += a * a
+        s1 += b * b
+        s2 += c * c
+        s3 += d * d
+        k += 4
+    while k < n:
+        a = np.float64(x[k])
+        s0 += a * a
+        k += 1
+    return (s0 + s1) + (s2 + s3)

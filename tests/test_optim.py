@@ -1,0 +1,51 @@
+"""The optimizer's pieces against numpy: the global gradient norm and its clipping, and
+one Adam step."""
+
+import math
+
+import numpy as np
+import pytest
+
+from charrnn.optim import Adam, clip_by_global_norm, global_norm
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1001])
+def test_global_norm_is_the_float64_norm(size):
+    grads = np.random.default_rng(size).standard_normal(size).astype(np.float32) * 3.0
+    assert global_norm(grads) == pytest.approx(np.linalg.norm(grads.astype(np.float64)),
+                                               rel=1e-12, abs=1e-12)
+
+
+def test_global_norm_sees_every_element_and_non_finite_values():
+    grads = np.zeros(7, np.float32)
+    for k in range(7):  # each position counts, tails included
+        grads[:] = 0.0
+        grads[k] = 2.0
+        assert global_norm(grads) == 2.0
+    grads[5] = np.nan
+    assert math.isnan(global_norm(grads))
+    grads[5] = np.inf
+    assert global_norm(grads) == math.inf
+
+
+def test_clipping_scales_to_the_limit_and_leaves_small_gradients_alone():
+    grads = np.full(9, 4.0, np.float32)  # norm 12
+    assert clip_by_global_norm(grads, 6.0) == pytest.approx(12.0)
+    assert global_norm(grads) == pytest.approx(6.0, rel=1e-6)
+    small = np.full(9, 0.1, np.float32)
+    clip_by_global_norm(small, 6.0)
+    assert np.all(small == np.float32(0.1))
+
+
+def test_adam_step_matches_the_formula():
+    rng = np.random.default_rng(0)
+    params = rng.standard_normal(11)
+    grads = rng.standard_normal(11)
+    adam = Adam(params.size, np.float64)
+    expected = params.copy()
+    m = (1 - 0.9) * grads
+    v = (1 - 0.999) * grads ** 2
+    m_hat, v_hat = m / (1 - 0.9), v / (1 - 0.999)
+    expected -= 1e-2 * m_hat / (np.sqrt(v_hat) + adam.eps)
+    adam.step(params, grads, 1e-2)
+    np.testing.assert_allclose(params, expected, rtol=1e-10, atol=1e-12)
