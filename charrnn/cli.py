@@ -18,7 +18,6 @@ import time
 import click
 
 from . import __version__, defaults, one_blas_thread
-from .runs import VAL_CHARS_CAP  # runs.py imports only the standard library at import
 
 
 def parse_duration(value: str | None) -> float | None:
@@ -125,7 +124,7 @@ def cli():
 @click.option("--eval-every", type=click.IntRange(0), default=200, show_default=True, help="Steps between validation passes; 0 = only at the end.")
 @click.option("--save-every", type=click.IntRange(0), default=500, show_default=True, help="Steps between checkpoint writes; 0 = only at the end.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=None, callback=finite, help="Last fraction of the corpus held out for validation [default: 0.1, at most 20,000 chars].")
-@click.option("--val-chars", type=click.IntRange(0), default=0, help=f"Validate on at most this many chars (same ones every time); 0 = all [default: all, up to {VAL_CHARS_CAP:,}].")
+@click.option("--val-chars", type=click.IntRange(0), default=0, help=f"Validate on at most this many chars (same ones every time); 0 = all [default: all, up to {defaults.SCORED_VAL_CHARS_CAP:,}].")
 @click.option("--patience", type=click.IntRange(0), default=0, show_default=True, help="Stop after this many evaluations without improvement; 0 = never.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed for initialisation, dropout and data order.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")

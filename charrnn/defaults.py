@@ -25,7 +25,8 @@ DROPOUT_BY_BUDGET = ((180, 0.0), (float("inf"), 0.25))
 HIDDEN_FOR_STEPS = 256  # a run bounded by --steps only
 SMALL_CORPUS_CHARS = 300_000  # below this, a bigger model mostly memorises
 SMALL_CORPUS_DROPOUT = (45, 0.25)  # ... and from this budget on, dropout: many passes
-VAL_CHARS_CAP = 20_000  # hold out at most this many characters by default
+HELD_OUT_CHARS_CAP = 20_000  # hold out at most this many characters by default
+SCORED_VAL_CHARS_CAP = 1_000_000  # and validate on at most this many of them (--val-chars)
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
 LR_CONSTANT = 3e-3
 LR_FULL_WIDTH = 256  # wider layers get the rate scaled by LR_FULL_WIDTH / hidden
@@ -64,10 +65,10 @@ def default_lr(schedule: str, time_limit: float | None, hidden: int) -> float:
 
 
 def default_val_fraction(corpus_chars: int, fraction: float = 0.1) -> float:
-    """The last 10% of the corpus, but never more than VAL_CHARS_CAP characters."""
+    """The last 10% of the corpus, but never more than HELD_OUT_CHARS_CAP characters."""
     if corpus_chars <= 0:
         return fraction
-    return min(fraction, VAL_CHARS_CAP / corpus_chars)
+    return min(fraction, HELD_OUT_CHARS_CAP / corpus_chars)
 
 
 def describe(table, unit: str = "") -> str:

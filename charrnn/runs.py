@@ -18,8 +18,9 @@ import os
 import time
 from dataclasses import dataclass
 
+from . import defaults
+
 ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
-VAL_CHARS_CAP = 1_000_000  # default --val-chars when the held-out split is bigger
 
 
 class RunError(Exception):
@@ -145,11 +146,11 @@ def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
                             "raise --batch-size or start fewer ranks")
     train_ids, val_ids = split_ids(ids, options.val_fraction)
     if not request.resume and "val_chars" not in request.given and \
-            len(val_ids) > VAL_CHARS_CAP:
+            len(val_ids) > defaults.SCORED_VAL_CHARS_CAP:
         # A whole held-out tenth of a big corpus would take longer to score than the
         # training between two evaluations; the same first chars are used every time.
-        options.val_chars = VAL_CHARS_CAP
-        notes.append((f"validating on the first {VAL_CHARS_CAP:,} of {len(val_ids):,} "
+        options.val_chars = defaults.SCORED_VAL_CHARS_CAP
+        notes.append((f"validating on the first {defaults.SCORED_VAL_CHARS_CAP:,} of {len(val_ids):,} "
                       "held-out chars; --val-chars 0 for all", False))
     try:
         trainer = Trainer(model, vocab, train_ids, val_ids, options, request.output, state,

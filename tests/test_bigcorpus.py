@@ -165,7 +165,7 @@ def test_a_bad_byte_is_reported_at_its_file_offset_across_chunks(tmp_path, monke
 
 # ------------------------------------------------------------------------- big validation
 def test_a_big_validation_split_is_capped_unless_asked(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(charrnn.runs, "VAL_CHARS_CAP", 50)
+    monkeypatch.setattr(charrnn.defaults, "SCORED_VAL_CHARS_CAP", 50)
     result = run("train", corpus, "-o", tmp_path / "a.ckpt", *TINY)
     assert result.exit_code == 0 and "validating on the first 50 of" in result.stderr
     assert load_trained(tmp_path / "a.ckpt")[2]["options"]["val_chars"] == 50

@@ -4,7 +4,7 @@ corpus, validation size."""
 import pytest
 
 from charrnn.defaults import (HIDDEN_FOR_STEPS, LR_CONSTANT, LR_DECAYING, SMALL_CORPUS_CHARS,
-                              VAL_CHARS_CAP, default_dropout, default_hidden, default_lr,
+                              HELD_OUT_CHARS_CAP, default_dropout, default_hidden, default_lr,
                               default_val_fraction, describe)
 
 BIG = 10 * SMALL_CORPUS_CHARS
@@ -58,8 +58,8 @@ def test_help_text_reads_the_tables():
 
 def test_validation_is_ten_percent_up_to_the_cap():
     assert default_val_fraction(100_000) == pytest.approx(0.1)
-    assert default_val_fraction(1_000_000) == pytest.approx(VAL_CHARS_CAP / 1_000_000)
-    assert round(default_val_fraction(5_000_000) * 5_000_000) == VAL_CHARS_CAP
+    assert default_val_fraction(1_000_000) == pytest.approx(HELD_OUT_CHARS_CAP / 1_000_000)
+    assert round(default_val_fraction(5_000_000) * 5_000_000) == HELD_OUT_CHARS_CAP
     assert default_val_fraction(0) == 0.1
 
 
