@@ -402,6 +402,10 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
     decoding = Decoding(temperature, top_k or 0, 1.0 if top_p is None else top_p, greedy)
     note_compiling()
     sampler = Sampler(model, vocab)
+    if not beam and sys.stdout.isatty():
+        # On a terminal a compile note would land mid-line after the first character;
+        # in a pipe it goes elsewhere, and loading the kernel early costs 0.3 s.
+        sampler.prepare(decoding)
     try:
         for index in range(num_samples):
             rng = np.random.default_rng([seed, index])

@@ -83,6 +83,14 @@ class Sampler:
         h[...], c[...] = h_pair[len(out) % 2], c_pair[len(out) % 2]
         return int(out[-1]) if len(out) else token
 
+    def prepare(self, decoding: Decoding) -> None:
+        """Load the generation kernel for these settings now, or compile it on a cold
+        cache, before any text is written: without a prime the first character needs
+        no kernel, so compiling would otherwise start (and a note about it print)
+        after that character, mid-line on a terminal."""
+        h, c = self.zero_state()
+        self.generate_into(0, np.empty(0), decoding, h, c, np.empty(0, np.int64))
+
     def zero_state(self):
         shape = (self.config.layers, self.config.hidden)
         return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)

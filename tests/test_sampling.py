@@ -277,3 +277,17 @@ def test_generation_with_units_split_among_threads_is_that_of_one_thread(any_dep
         np.testing.assert_array_equal(h1, h2)
         np.testing.assert_array_equal(c1, c2)
         assert not np.array_equal(h1, np.full_like(h1, 0.1))  # the state really moved
+
+
+def test_prepare_loads_the_generation_kernel_and_changes_nothing(sampler):
+    from charrnn.kernels.sampling import generate
+    decoding = Decoding(0.7, 3, 0.9, False)  # the types the sample command passes
+    sampler.prepare(decoding)
+    signatures = list(generate.signatures)
+    assert signatures  # compiled or loaded, for the stream's argument types
+    prime_ids, _ = sampler.vocab.encode("ab")
+    before = "".join(sampler.stream(prime_ids, 50, decoding, np.random.default_rng(3)))
+    assert list(generate.signatures) == signatures  # the stream needed nothing new
+    sampler.prepare(decoding)
+    after = "".join(sampler.stream(prime_ids, 50, decoding, np.random.default_rng(3)))
+    assert after == before
