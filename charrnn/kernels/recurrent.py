@@ -94,10 +94,10 @@ def recurrent_backward(cell, WhT_units, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh
     for t in range(T - 1, -1, -1):
         h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
         c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
-        for n in range(rows):
-            dhs_row, carry_row, dh_row = dhs[t, lo + n], dh_carry[n], dh[n]
+        for n in range(rows):  # views from 0, so the loop vectorises (see lstm.py)
+            dhs_row, carry_row, dh_row = dhs[t, lo + n, j0:j1], dh_carry[n], dh[n]
             for u in range(U):
-                dh_row[u] = dhs_row[j0 + u] + carry_row[u]
+                dh_row[u] = dhs_row[u] + carry_row[u]
         cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t, lo:hi], aux[t, lo:hi],
                             dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn, j0, j1)
         meet(counters, parts, T - t)
