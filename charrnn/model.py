@@ -219,12 +219,15 @@ class Model:
             dhs = np.ascontiguousarray(dhs)
             Wh = p[f"Wh{layer}"]
             parts, meeting = parallel.layer_parts(N, H)
+            # (GH, U) per unit range: one copy, however many row-split threads share it
+            WhT_units = {(j0, j1): np.ascontiguousarray(Wh[j0:j1].T)
+                         for _, _, j0, j1 in parts}
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
             parallel.run_parts(recurrent_backward, [
-                (cell, np.ascontiguousarray(Wh[j0:j1].T), h0[layer], c0[layer], hs, cs, acts,
-                 aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], lo, hi, j0, j1,
-                 meeting, counters) for k, (lo, hi, j0, j1) in enumerate(parts)])
+                (cell, WhT_units[j0, j1], h0[layer], c0[layer], hs, cs, acts, aux, dhs, dgx,
+                 dgh, dh0[layer], dc0[layer], dbn_parts[k], lo, hi, j0, j1, meeting, counters)
+                for k, (lo, hi, j0, j1) in enumerate(parts)])
             if cell == CELL_GRU:
                 dbn_parts.sum(axis=0, out=g[f"bn{layer}"])
             dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)
