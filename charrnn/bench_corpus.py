@@ -110,9 +110,8 @@ from charrnn.cli import main
 try:
     main()
 finally:
-    with open("/proc/self/status") as status:
-        peak = [line.split()[1] for line in status if line.startswith("VmHWM:")][0]
-    sys.stderr.write(f"peak-rss-kib {peak}\\n")
+    from charrnn.bench import peak_rss_mb
+    sys.stderr.write(f"peak-rss-mb {peak_rss_mb()!r}\\n")
 """
 
 
@@ -128,8 +127,8 @@ def train_child(corpus: str, work: str, cache: str) -> dict:
     if child.returncode != 0:
         raise RuntimeError(f"training on {corpus} failed: {stderr.strip()[-500:]}")
     prepared = re.search(r"ids (cached in|reused from) \S+ \(([\d.]+) s\)", stderr)
-    peak = re.search(r"^peak-rss-kib (\d+)$", stderr, re.M)
-    return {"peak_rss_mb": int(peak.group(1)) / 1024, "seconds": seconds,
+    peak = re.search(r"^peak-rss-mb ([\d.]+)$", stderr, re.M)
+    return {"peak_rss_mb": float(peak.group(1)), "seconds": seconds,
             "cache_hit": prepared.group(1) == "reused from",
             "corpus_seconds": float(prepared.group(2))}
 
