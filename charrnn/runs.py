@@ -145,13 +145,13 @@ def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
                             f"{comm.size} ranks: each rank needs at least one stream; "
                             "raise --batch-size or start fewer ranks")
     train_ids, val_ids = split_ids(ids, options.val_fraction)
-    if not request.resume and "val_chars" not in request.given and \
-            len(val_ids) > defaults.SCORED_VAL_CHARS_CAP:
+    cap = defaults.SCORED_VAL_CHARS_CAP
+    if not request.resume and "val_chars" not in request.given and len(val_ids) > cap:
         # A whole held-out tenth of a big corpus would take longer to score than the
         # training between two evaluations; the same first chars are used every time.
-        options.val_chars = defaults.SCORED_VAL_CHARS_CAP
-        notes.append((f"validating on the first {defaults.SCORED_VAL_CHARS_CAP:,} of {len(val_ids):,} "
-                      "held-out chars; --val-chars 0 for all", False))
+        options.val_chars = cap
+        notes.append((f"validating on the first {cap:,} of {len(val_ids):,} held-out "
+                      "chars; --val-chars 0 for all", False))
     try:
         trainer = Trainer(model, vocab, train_ids, val_ids, options, request.output, state,
                           arrays, comm)
@@ -237,7 +237,6 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
     base (a loaded checkpoint) with rows matched by character."""
     import numpy as np
 
-    from .defaults import default_dropout, default_hidden, default_lr, default_val_fraction
     from .model import Model, ModelConfig
     from .train import TrainOptions
     flags, given, time_limit = request.flags, request.given, request.time_limit
@@ -246,12 +245,12 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
     if options.steps is None and time_limit is None:
         options.steps = 2000
     if options.val_fraction is None:
-        options.val_fraction = default_val_fraction(text.n_chars)
+        options.val_fraction = defaults.default_val_fraction(text.n_chars)
     architecture = {k: flags[k] for k in ARCHITECTURE}
     if architecture["hidden"] is None:
-        architecture["hidden"] = default_hidden(time_limit, text.n_chars)
+        architecture["hidden"] = defaults.default_hidden(time_limit, text.n_chars)
     if architecture["dropout"] is None:
-        architecture["dropout"] = default_dropout(time_limit, text.n_chars)
+        architecture["dropout"] = defaults.default_dropout(time_limit, text.n_chars)
     if base is not None:
         old_model, old_vocab = base[0], base[1]
         shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change
@@ -263,7 +262,8 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
         if "dropout" not in given:
             architecture["dropout"] = old_model.config.dropout
     if options.lr is None:
-        options.lr = default_lr(options.lr_schedule, time_limit, architecture["hidden"])
+        options.lr = defaults.default_lr(options.lr_schedule, time_limit,
+                                         architecture["hidden"])
     model = Model(ModelConfig(vocab_size=vocab.size, **architecture))
     model.initialise(np.random.default_rng(options.seed), text.id_counts(vocab))
     if base is not None:
