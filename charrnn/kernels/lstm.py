@@ -35,7 +35,8 @@ def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, 
         i, f = a[j0:j1], a[H + j0:H + j1]
         o, g = a[2 * H + j0:2 * H + j1], a[3 * H + j0:3 * H + j1]
         for gate in range(4):
-            ag, xg, rg = a[gate * H + j0:gate * H + j1], x[gate * H + j0:gate * H + j1], r[gate * U:gate * U + U]
+            start = gate * H + j0
+            ag, xg, rg = a[start:start + U], x[start:start + U], r[gate * U:gate * U + U]
             for u in range(U):
                 ag[u] = xg[u] + rg[u]
         for u in range(U):

@@ -29,7 +29,8 @@ def sum_of_squares(x):
     s0 = s1 = s2 = s3 = 0.0
     k = 0
     while k + 4 <= n:
-        a, b, c, d = np.float64(x[k]), np.float64(x[k + 1]), np.float64(x[k + 2]), np.float64(x[k + 3])
+        a, b = np.float64(x[k]), np.float64(x[k + 1])
+        c, d = np.float64(x[k + 2]), np.float64(x[k + 3])
         s0 += a * a
         s1 += b * b
         s2 += c * c
