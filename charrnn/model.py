@@ -23,6 +23,7 @@ import numpy as np
 from . import parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU, CELL_LSTM
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
+from .kernels.panels import pack_panels, padded_columns, panel_width
 from .kernels.recurrent import recurrent_backward, recurrent_forward
 
 CELLS = tuple(CELL_CODES)
@@ -91,6 +92,15 @@ def unit_columns(W: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
     lead = W.shape[:-1]  # may hold a 0 (no layers above the first): no -1 in reshape
     return np.ascontiguousarray(W.reshape(*lead, gates, H)[..., j0:j1]).reshape(
         *lead, gates * (j1 - j0))
+
+
+def packed_panels(W: np.ndarray) -> np.ndarray:
+    """W (K, C) packed for the time loops' recurrent products (kernels/panels.py)."""
+    K, C = W.shape
+    width = panel_width(W.dtype)
+    panels = np.empty((padded_columns(C, W.dtype) // width, K, width), W.dtype)
+    pack_panels(W, panels)
+    return panels
 
 
 class Model:
@@ -171,13 +181,17 @@ class Model:
             aux = np.empty((T, N, H), self.dtype)
             bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
             Wh, G = p[f"Wh{layer}"], cfg.gates
-            gh = np.empty((N, GH), self.dtype)  # recurrent products, when rows are split
+            # packed once per unit range, however many row-split threads share it
+            Wh_panels = {(j0, j1): packed_panels(unit_columns(Wh, G, j0, j1))
+                         for _, _, j0, j1 in parts}
+            # recurrent products: one array shared by row-split threads, else one each
+            gh = {(j0, j1): np.empty((N, padded_columns(G * (j1 - j0), self.dtype)),
+                                     self.dtype) for _, _, j0, j1 in parts}
             counters = np.zeros(1, np.int64)  # for the threads' meetings (kernels/sync.py)
             parallel.run_parts(recurrent_forward, [
-                (cell, gx.reshape(T, N, GH), unit_columns(Wh, G, j0, j1), bn, h0[layer],
-                 c0[layer], hs, cs, acts, aux,
-                 gh if meeting == 1 else np.empty((N, G * (j1 - j0)), self.dtype),
-                 lo, hi, j0, j1, meeting, counters) for lo, hi, j0, j1 in parts])
+                (cell, gx.reshape(T, N, GH), Wh_panels[j0, j1], bn, h0[layer], c0[layer],
+                 hs, cs, acts, aux, gh[j0, j1], lo, hi, j0, j1, meeting, counters)
+                for lo, hi, j0, j1 in parts])
             layer_caches.append((hs, cs, acts, aux))
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
@@ -219,13 +233,12 @@ class Model:
             dhs = np.ascontiguousarray(dhs)
             Wh = p[f"Wh{layer}"]
             parts, meeting = parallel.layer_parts(N, H)
-            # (GH, U) per unit range: one copy, however many row-split threads share it
-            WhT_units = {(j0, j1): np.ascontiguousarray(Wh[j0:j1].T)
-                         for _, _, j0, j1 in parts}
+            # (GH, U) per unit range, packed once, however many row-split threads share it
+            WhT_panels = {(j0, j1): packed_panels(Wh[j0:j1].T) for _, _, j0, j1 in parts}
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
             parallel.run_parts(recurrent_backward, [
-                (cell, WhT_units[j0, j1], h0[layer], c0[layer], hs, cs, acts, aux, dhs, dgx,
+                (cell, WhT_panels[j0, j1], h0[layer], c0[layer], hs, cs, acts, aux, dhs, dgx,
                  dgh, dh0[layer], dc0[layer], dbn_parts[k], lo, hi, j0, j1, meeting, counters)
                 for k, (lo, hi, j0, j1) in enumerate(parts)])
             if cell == CELL_GRU:

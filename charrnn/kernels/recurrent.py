@@ -4,8 +4,9 @@ the one-row step used when sampling.
 Design (after jcjohnson/torch-rnn): the caller computes every input projection
 gx = x @ Wx + b for all T x N rows in one large GEMM, so only the recurrent product
 h_prev @ Wh remains inside the time loop; the caller likewise computes dWx, dWh and the
-input gradient as large GEMMs over the gradients these loops leave behind. Nothing is
-allocated inside a time loop. Arrays are time-major: (T, N, ...).
+input gradient as large GEMMs over the gradients these loops leave behind. The
+recurrent products use weights the caller packed once (panels.py), not a BLAS call per
+step. Nothing is allocated inside a time loop. Arrays are time-major: (T, N, ...).
 """
 
 import numpy as np
@@ -14,6 +15,7 @@ from numba import njit
 from . import CELL_GRU, CELL_LSTM
 from .gru import gru_block_backward, gru_block_forward
 from .lstm import lstm_block_backward, lstm_block_forward
+from .panels import panel_matmul
 from .rnn import rnn_block_backward, rnn_block_forward
 from .sync import meet
 
@@ -43,16 +45,16 @@ def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_di
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def recurrent_forward(cell, gx, Wh_units, bn, h0, c0, hs, cs, acts, aux, gh, lo, hi, j0, j1,
+def recurrent_forward(cell, gx, Wh_panels, bn, h0, c0, hs, cs, acts, aux, gh, lo, hi, j0, j1,
                       parts, counters):
     """Run one layer over a whole sequence, for batch rows lo:hi and units j0:j1.
 
-    Inputs: cell code; gx (T, N, GH) input projections including bias; Wh_units (H, G*U)
-    the columns of Wh (H, GH) that feed units j0:j1 (U = j1 - j0), gate-major and
-    contiguous; bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H) initial
-    state. Outputs, rows lo:hi and units j0:j1 only: hs, cs (T, N, H) states after each
-    step; acts (T, N, GH) and aux (T, N, H) caches for the backward. Scratch: gh
-    (N, G*U), this thread's own.
+    Inputs: cell code; gx (T, N, GH) input projections including bias; Wh_panels: the
+    columns of Wh (H, GH) that feed units j0:j1 (U = j1 - j0), gate-major, packed by
+    panels.pack_panels; bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H)
+    initial state. Outputs, rows lo:hi and units j0:j1 only: hs, cs (T, N, H) states
+    after each step; acts (T, N, GH) and aux (T, N, H) caches for the backward. Scratch:
+    gh (N, panels.padded_columns(G*U)), shared only by threads that split rows.
 
     Two ways to share a layer among threads. Split the rows: batch rows never interact,
     so each thread runs its own rows with no synchronisation (parts = 1), but each
@@ -63,18 +65,18 @@ def recurrent_forward(cell, gx, Wh_units, bn, h0, c0, hs, cs, acts, aux, gh, lo,
     for t in range(gx.shape[0]):
         h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
         c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
-        np.dot(h_prev, Wh_units, gh[lo:hi])
+        panel_matmul(h_prev, Wh_panels, gh[lo:hi])
         cell_block_forward(cell, gx[t, lo:hi], gh[lo:hi], bn, h_prev, c_prev, hs[t, lo:hi],
                            cs[t, lo:hi], acts[t, lo:hi], aux[t, lo:hi], j0, j1)
         meet(counters, parts, t + 1)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def recurrent_backward(cell, WhT_units, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0,
+def recurrent_backward(cell, WhT_panels, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0,
                        dbn, lo, hi, j0, j1, parts, counters):
     """Backpropagate one layer through time, for batch rows lo:hi and units j0:j1.
 
-    Inputs: cell code; WhT_units (GH, U) = Wh[j0:j1].T, contiguous; h0, c0 (N, H); hs, cs,
+    Inputs: cell code; WhT_panels = Wh[j0:j1].T (GH, U), packed; h0, c0 (N, H); hs, cs,
     acts, aux from recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h
     (from the layer above or the output projection). The final state gets no gradient
     (truncated BPTT). Outputs, at rows lo:hi and these units: dgx (T, N, GH) gradient
@@ -91,6 +93,7 @@ def recurrent_backward(cell, WhT_units, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh
     dc_prev = np.empty((rows, U), hs.dtype)
     dh_direct = np.empty((rows, U), hs.dtype)  # dh_prev not through Wh (GRU)
     dh_carry = np.zeros((rows, U), hs.dtype)  # dh flowing back from step t + 1
+    carry_padded = np.empty((rows, WhT_panels.shape[0] * WhT_panels.shape[2]), hs.dtype)
     for t in range(T - 1, -1, -1):
         h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
         c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
@@ -101,7 +104,8 @@ def recurrent_backward(cell, WhT_units, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh
         cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t, lo:hi], aux[t, lo:hi],
                             dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn, j0, j1)
         meet(counters, parts, T - t)
-        np.dot(dgh[t, lo:hi], WhT_units, dh_carry)
+        panel_matmul(dgh[t, lo:hi], WhT_panels, carry_padded)
+        dh_carry[:, :] = carry_padded[:, :U]
         if cell == CELL_GRU:  # only the GRU reaches h_prev other than through Wh
             dh_carry += dh_direct
         dc[:, :] = dc_prev

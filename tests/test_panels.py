@@ -1,0 +1,59 @@
+"""The packed recurrent product (kernels/panels.py) against numpy's."""
+
+import numpy as np
+import pytest
+
+from charrnn.kernels.panels import ROWS_PER_TILE, padded_columns, panel_matmul, panel_width
+from charrnn.model import packed_panels
+
+
+def product(x, W):
+    out = np.full((x.shape[0], padded_columns(W.shape[1], W.dtype)), np.nan, W.dtype)
+    panel_matmul(x, packed_panels(W), out)
+    return out
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("K, C", [(1, 1), (7, 50), (64, 33), (128, 512)])
+def test_matches_numpy_for_every_row_remainder(dtype, tolerance, K, C):
+    rng = np.random.default_rng(K * 1000 + C)
+    W = rng.standard_normal((K, C)).astype(dtype)
+    for rows in range(1, 2 * ROWS_PER_TILE + 2):  # whole tiles plus every remainder
+        x = rng.standard_normal((rows, K)).astype(dtype)
+        out = product(x, W)
+        scale = np.abs(x) @ np.abs(W)
+        assert np.all(np.abs(out[:, :C] - x @ W) <= tolerance * scale), rows
+        assert np.all(out[:, C:] == 0.0)  # the padding past C
+
+
+def test_padding_rounds_up_to_whole_panels():
+    width = panel_width(np.float32)
+    assert padded_columns(1, np.float32) == width
+    assert padded_columns(width, np.float32) == width
+    assert padded_columns(width + 1, np.float32) == 2 * width
+    assert panel_width(np.float64) == width // 2  # two vectors, whatever the dtype
+
+
+def test_strided_rows_of_a_time_major_array():
+    # the time loops pass views like hs[t, lo:hi] and write gh[lo:hi]
+    rng = np.random.default_rng(3)
+    hs = rng.standard_normal((4, 13, 24))
+    W = rng.standard_normal((24, 40))
+    out = np.zeros((13, padded_columns(40, W.dtype)))
+    panel_matmul(hs[2, 3:11], packed_panels(W), out[3:11])
+    np.testing.assert_allclose(out[3:11, :40], hs[2, 3:11] @ W, rtol=1e-12, atol=1e-12)
+    assert np.all(out[:3] == 0.0) and np.all(out[11:] == 0.0)
+
+
+def test_each_element_independent_of_its_tile_and_panel():
+    # Threads splitting rows or units must agree bit for bit: a row's result may not
+    # depend on which rows share its tile, nor a column's on which panel holds it.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2 * ROWS_PER_TILE + 3, 96)).astype(np.float32)
+    W = rng.standard_normal((96, 3 * panel_width(np.float32))).astype(np.float32)
+    whole = product(x, W)
+    for lo, hi in [(0, 1), (1, 4), (5, x.shape[0])]:
+        np.testing.assert_array_equal(product(x[lo:hi], W), whole[lo:hi])
+    width = panel_width(np.float32)
+    right = product(x, W[:, width + 5:])
+    np.testing.assert_array_equal(right[:, :W.shape[1] - width - 5], whole[:, width + 5:W.shape[1]])
