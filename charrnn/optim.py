@@ -7,9 +7,11 @@ import math
 import numpy as np
 
 from . import parallel
-from .kernels.optim import adam_update, sum_of_squares
+from .kernels.optim import adam_update, block_sums_of_squares
 
 SCHEDULES = ("auto", "constant", "cosine", "step")
+NORM_BLOCK = 1 << 16  # elements per partial sum of the gradient norm
+NORM_BLOCKS_PER_THREAD = 8  # fewer: handing blocks to a thread costs more than it saves
 
 
 def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | None,
@@ -40,7 +42,15 @@ def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | N
 
 
 def global_norm(grads: np.ndarray) -> float:
-    return math.sqrt(sum_of_squares(grads))
+    """The float64 norm of grads, from partial sums over fixed blocks shared among the
+    threads: the result does not depend on the thread count (replicas with different
+    core counts must clip alike)."""
+    blocks = max(1, -(-grads.size // NORM_BLOCK))
+    sums = np.empty(blocks, np.float64)
+    ranges = parallel.row_ranges(blocks, NORM_BLOCKS_PER_THREAD)
+    parallel.run_parts(block_sums_of_squares, [(grads, NORM_BLOCK, first, last, sums)
+                                               for first, last in ranges])
+    return math.sqrt(sum(sums.tolist()))  # block order, whatever the thread count
 
 
 def clip_by_global_norm(grads: np.ndarray, max_norm: float) -> float:
@@ -63,7 +73,11 @@ class Adam:
 
     def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
         self.updates += 1
+        correction1 = 1.0 - self.beta1 ** self.updates
+        correction2 = 1.0 - self.beta2 ** self.updates
+        coefficients = np.array([self.beta1, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
+                                 lr * math.sqrt(correction2) / correction1,
+                                 self.eps * math.sqrt(correction2)], params.dtype)
         parallel.run_parts(adam_update, [
-            (params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], lr, self.beta1,
-             self.beta2, self.eps, self.updates)
+            (params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], coefficients)
             for lo, hi in parallel.row_ranges(params.size, 1 << 16)])

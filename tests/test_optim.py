@@ -49,3 +49,34 @@ def test_adam_step_matches_the_formula():
     expected -= 1e-2 * m_hat / (np.sqrt(v_hat) + adam.eps)
     adam.step(params, grads, 1e-2)
     np.testing.assert_allclose(params, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_global_norm_is_the_same_on_any_thread_count(monkeypatch):
+    # Data-parallel replicas may run on machines with different core counts; they clip
+    # the same gradient, so the norm may not depend on how threads shared the sum.
+    from charrnn import optim, parallel
+    monkeypatch.setattr(optim, "NORM_BLOCK", 1000)
+    monkeypatch.setattr(optim, "NORM_BLOCKS_PER_THREAD", 1)
+    grads = np.random.default_rng(7).standard_normal(7_500).astype(np.float32) * 1e3
+    norms = set()
+    for threads in (1, 2, 3, 5):
+        monkeypatch.setattr(parallel, "_threads", threads)
+        norms.add(global_norm(grads))
+    assert len(norms) == 1
+    assert norms.pop() == pytest.approx(np.linalg.norm(grads.astype(np.float64)), rel=1e-12)
+
+
+def test_adam_float32_step_matches_the_float64_formula():
+    rng = np.random.default_rng(1)
+    params = rng.standard_normal(70_001).astype(np.float32)  # more than one thread's share
+    grads = rng.standard_normal(70_001).astype(np.float32)
+    adam = Adam(params.size, np.float32)
+    expected = params.astype(np.float64)
+    for step in (1, 2):
+        adam.step(params, grads, 1e-2)
+    m = (1 - 0.9 ** 2) * grads.astype(np.float64)  # two steps of the same gradient
+    v = (1 - 0.999 ** 2) * grads.astype(np.float64) ** 2
+    m1, v1 = (1 - 0.9) * grads.astype(np.float64), (1 - 0.999) * grads.astype(np.float64) ** 2
+    expected -= 1e-2 * (m1 / (1 - 0.9)) / (np.sqrt(v1 / (1 - 0.999)) + adam.eps)
+    expected -= 1e-2 * (m / (1 - 0.9 ** 2)) / (np.sqrt(v / (1 - 0.999 ** 2)) + adam.eps)
+    np.testing.assert_allclose(params, expected, rtol=1e-5, atol=1e-6)

@@ -6,18 +6,21 @@ from numba import njit
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
+def adam_update(params, grads, m, v, coefficients):
     """One Adam step (Kingma & Ba, bias-corrected) with grads already clipped.
-    Inputs: grads (P); lr, beta1, beta2, eps; step, the 1-based count of this update.
-    In/out: params, m, v (P)."""
-    correction1 = 1.0 - beta1 ** step
-    correction2 = 1.0 - beta2 ** step
-    step_size = lr * np.sqrt(correction2) / correction1
+    Inputs: grads (P); coefficients, in the parameters' dtype: beta1, 1 - beta1, beta2,
+    1 - beta2, the step size lr * sqrt(1 - beta2**t) / (1 - beta1**t) and
+    eps * sqrt(1 - beta2**t). In/out: params, m, v (P).
+    The coefficients come in the buffers' dtype so no element is widened: with float64
+    constants every float32 element went through float64, and Adam's step for 243k
+    parameters (2 threads) took 226 us instead of 160."""
+    beta1, rest1, beta2, rest2 = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
+    step_size, eps = coefficients[4], coefficients[5]
     for k in range(params.shape[0]):
         g = grads[k]
-        m[k] = beta1 * m[k] + (1.0 - beta1) * g
-        v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
-        params[k] -= step_size * m[k] / (np.sqrt(v[k]) + eps * np.sqrt(correction2))
+        m[k] = beta1 * m[k] + rest1 * g
+        v[k] = beta2 * v[k] + rest2 * g * g
+        params[k] -= step_size * m[k] / (np.sqrt(v[k]) + eps)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -41,3 +44,12 @@ def sum_of_squares(x):
         s0 += a * a
         k += 1
     return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def block_sums_of_squares(x, block, first, last, sums):
+    """sums[b] = sum_of_squares of x's block b (`block` elements; the last may be short),
+    for blocks first:last. Fixed blocks give the same sums however threads share them."""
+    n = x.shape[0]
+    for b in range(first, last):
+        sums[b] = sum_of_squares(x[b * block:min((b + 1) * block, n)])
