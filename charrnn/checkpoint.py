@@ -14,19 +14,24 @@ Layout (little-endian):
 A checkpoint is data, never code: only plain numeric dtypes are accepted and nothing is
 unpickled. Writes are atomic: a temporary file in the same directory is written,
 fsynced and renamed over the target, so a crash at any moment leaves either the old
-file or the new one.
+file or the new one. A process killed mid-write (kill -9) leaves its temporary file
+behind; the next save of the same checkpoint removes it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
+import time
 import zlib
 
 import numpy as np
 
 from . import CHECKPOINT_FORMAT_VERSION
+
+STALE_TEMPORARY_SECONDS = 600  # a writer's temporary file older than this, writer gone
 
 MAGIC = b"\x89CHRNN\r\n"
 ALIGN = 64
@@ -117,6 +122,7 @@ def save_checkpoint(path: str, header: dict, arrays: dict[str, np.ndarray]) -> N
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    remove_stale_temporaries(path)
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -125,6 +131,38 @@ def save_checkpoint(path: str, header: dict, arrays: dict[str, np.ndarray]) -> N
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Delete PATH.tmpPID files left by writers that died mid-write: the process PID is
+    gone (on this machine) and the file is older than STALE_TEMPORARY_SECONDS, so a
+    writer on another machine sharing the directory is not cut off mid-write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.tmp(\d+)")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if not match or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        candidate = os.path.join(directory, name)
+        try:
+            if time.time() - os.stat(candidate).st_mtime > STALE_TEMPORARY_SECONDS:
+                os.unlink(candidate)
+        except OSError:
+            pass  # gone already, or not ours to remove
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's), or not a pid we can judge: keep the file
+    return True
 
 
 def load_checkpoint(path: str) -> tuple[dict, dict[str, np.ndarray]]:

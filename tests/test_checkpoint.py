@@ -105,6 +105,29 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path, mon
     assert path.read_bytes() == before
 
 
+def test_temporary_files_of_killed_writers_are_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+    import time
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = int(finished.stdout)  # a writer killed with -9 leaves PATH.tmpPID behind
+    old = time.time() - ckpt.STALE_TEMPORARY_SECONDS - 60
+    path = tmp_path / "model.ckpt"
+    names = {"dead_old": f"model.ckpt.tmp{dead}",
+             "alive_old": f"model.ckpt.tmp{os.getppid()}",  # its writer still runs
+             "other_checkpoint": f"other.ckpt.tmp{dead}"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (old, old))
+    recent = tmp_path / f"model.ckpt.tmp{dead + 1 if dead + 1 != os.getpid() else dead + 2}"
+    recent.write_bytes(b"partial")  # may be a live writer on another machine
+    save_checkpoint(str(path), {"n": 1}, {"a": np.zeros(3, np.float32)})
+    left = set(os.listdir(tmp_path))
+    assert names["dead_old"] not in left
+    assert {names["alive_old"], names["other_checkpoint"], recent.name, "model.ckpt"} <= left
+
+
 def test_truncated_file(tmp_path):
     path = tmp_path / "model.ckpt"
     save_checkpoint(str(path), HEADER, sample_arrays())
