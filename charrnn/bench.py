@@ -92,12 +92,12 @@ def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
     return calls * batch * seq / elapsed
 
 
-def charrnn_sample(layers, hidden, seconds) -> float:
+def charrnn_sample(layers, hidden, seconds, bfloat16=False) -> float:
     from .sample import Decoding, Sampler
 
     rng = np.random.default_rng(0)
     model, vocab = bench_model(layers, hidden)
-    sampler = Sampler(model, vocab)
+    sampler = Sampler(model, vocab, bfloat16=bfloat16)
     chunk = 20_000 if hidden <= 256 else 2_000
 
     def run():
@@ -166,6 +166,7 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
            "train_chars_per_s": charrnn_train(layers, hidden, batch, seq, seconds)}
     if batch > 1:
         row["sample_chars_per_s"] = charrnn_sample(layers, hidden, seconds)
+        row["sample_bfloat16_chars_per_s"] = charrnn_sample(layers, hidden, seconds, True)
     if with_torch:
         row.update(torch_peer(name, seconds, row["threads"]))
     if "torch_train_chars_per_s" in row:
@@ -346,6 +347,7 @@ def format_row(row: dict) -> str:
         if "torch_sample_chars_per_s" in row:
             best = max(row["torch_sample_chars_per_s"], row["torch_sample_no_onednn_chars_per_s"])
             head += f" (torch best {best:,.0f}, ratio {row['sample_ratio']:.2f}x)"
+        head += f", --bfloat16 {row['sample_bfloat16_chars_per_s']:,.0f}"
     return head + f" | BLAS {row['blas']}"
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from . import parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU, CELL_LSTM
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
-from .kernels.panels import pack_panels, padded_columns, panel_width
+from .kernels.panels import pack_panels, padded_columns, panel_width, to_bfloat16
 from .kernels.recurrent import recurrent_backward, recurrent_forward
 
 CELLS = tuple(CELL_CODES)
@@ -94,12 +94,15 @@ def unit_columns(W: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
         *lead, gates * (j1 - j0))
 
 
-def packed_panels(W: np.ndarray) -> np.ndarray:
-    """W (K, C) packed for the time loops' recurrent products (kernels/panels.py)."""
-    K, C = W.shape
+def packed_panels(W: np.ndarray, bfloat16: bool = False) -> np.ndarray:
+    """W (..., K, C) packed for panel_matmul (kernels/panels.py): (..., P, K, PW), each
+    matrix of a stack on its own; as bfloat16 bit patterns if asked (float32 W only)."""
+    *lead, K, C = W.shape
     width = panel_width(W.dtype)
-    panels = np.empty((padded_columns(C, W.dtype) // width, K, width), W.dtype)
-    pack_panels(W, panels)
+    panels = np.empty((*lead, padded_columns(C, W.dtype) // width, K, width),
+                      np.uint16 if bfloat16 else W.dtype)
+    for index in np.ndindex(*lead):  # one empty index for a single matrix
+        pack_panels(to_bfloat16(W[index]) if bfloat16 else W[index], panels[index])
     return panels
 
 

@@ -291,3 +291,41 @@ def test_prepare_loads_the_generation_kernel_and_changes_nothing(sampler):
     sampler.prepare(decoding)
     after = "".join(sampler.stream(prime_ids, 50, decoding, np.random.default_rng(3)))
     assert after == before
+
+
+def test_bfloat16_generation_is_float32_generation_with_rounded_weights(any_depth_model,
+                                                                        monkeypatch):
+    # --bfloat16 stores the multiplied weights (Wh, Wx above the first layer, Wy) as
+    # bfloat16 and widens them exactly, so it must equal float32 generation from a model
+    # whose weights were rounded the same way, bit for bit, split among threads or not.
+    from charrnn import parallel, sample
+    from charrnn.kernels.panels import to_bfloat16
+    model, vocab = any_depth_model
+    rounded = Model(model.config, model.flat.copy())
+    for name, view in rounded.params.items():
+        if name == "Wy" or name.startswith("Wh") or (name.startswith("Wx") and name != "Wx0"):
+            view[...] = (to_bfloat16(view).astype(np.uint32) << 16).view(np.float32)
+    assert not np.array_equal(rounded.flat, model.flat)
+    for threads in (1, 3):
+        monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1 if threads > 1 else 10 ** 6)
+        monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+        monkeypatch.setattr(parallel, "_threads", threads)
+        results = []
+        for s in (Sampler(model, vocab, bfloat16=True), Sampler(rounded, vocab)):
+            h, c = s.zero_state()
+            out = np.empty(300, np.int64)
+            s.generate_into(1, np.random.default_rng(9).random(300), Decoding(0.9), h, c, out)
+            results.append((out, h, c))
+        for got, want in zip(results[0], results[1]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_bfloat16_rounds_to_nearest_even():
+    from charrnn.kernels.panels import to_bfloat16
+    values = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, 1.0 + 2 ** -9, -2.5, np.inf,
+                       np.nan], np.float32)
+    widened = (to_bfloat16(values).astype(np.uint32) << 16).view(np.float32)
+    # 1 + 2**-8 is halfway between 1 and 1 + 2**-7: ties go to the even mantissa (1.0)
+    expected = [1.0, 1.0, 1.0 + 2 ** -6, 1.0, -2.5, np.inf]
+    np.testing.assert_array_equal(widened[:-1], np.array(expected, np.float32))
+    assert np.isnan(widened[-1])

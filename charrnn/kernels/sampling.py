@@ -10,6 +10,7 @@ greedy takes the arg max. Banned ids (e.g. the unknown symbol) are never emitted
 import numpy as np
 from numba import njit
 
+from .panels import panel_matmul
 from .recurrent import cell_block_forward, matvec_into, stack_step
 from .sync import meet
 
@@ -105,7 +106,7 @@ def score_tokens(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, ids, h, c, losses):
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def generate(cell, table0_units, Wx_up_units, b_up_units, Wh_units, bn, Wy, by, token,
+def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_panels, by, token,
              uniforms, inv_temperature, top_k, top_p, greedy, banned, h_pair, c_pair,
              out_ids, j0, j1, part, parts, counters, token_box):
     """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
@@ -116,44 +117,48 @@ def generate(cell, table0_units, Wx_up_units, b_up_units, Wh_units, bn, Wy, by, 
     Part 0 also computes the logits, draws the token and hands it to the others through
     token_box (1). A single thread passes part 0 of 1 and all units.
 
-    Inputs: cell code; table0_units (V, G*U), Wx_up_units (L-1, H, G*U), b_up_units
-    (L-1, G*U), Wh_units (L, H, G*U): the columns of the weights of stack_step that feed
-    these U = j1 - j0 units, gate-major; bn (L, H); Wy (H, V), by (V); uniforms (n);
-    decoding settings as for choose_token. In/out: h_pair, c_pair (2, L, H), the state
-    in [0] on entry: step i reads [i % 2] and writes [1 - i % 2], so no thread
-    overwrites a state another may still be reading; after n steps the state is in
-    [n % 2]. Output (part 0): out_ids (n). Returns the last id.
+    Inputs: cell code; table0_units (V, G*U) and b_up_units (L-1, G*U): the columns of
+    stack_step's table0 and b_up that feed these U = j1 - j0 units, gate-major;
+    Wx_up_panels and Wh_panels: the same columns of Wx_up (L-1, H, GH) and Wh (L, H, GH),
+    each matrix packed by panels.pack_panels (float32, or bfloat16 for float32 models);
+    bn (L, H); Wy_panels: Wy (H, V) packed alike; by (V); uniforms (n); decoding settings
+    as for choose_token. In/out: h_pair, c_pair (2, L, H), the state in [0] on entry:
+    step i reads [i % 2] and writes [1 - i % 2], so no thread overwrites a state
+    another may still be reading; after n steps the state is in [n % 2]. Output
+    (part 0): out_ids (n). Returns the last id.
     """
     L, H = h_pair.shape[1], h_pair.shape[2]
-    GU = Wh_units.shape[2]
-    G, U = GU // (j1 - j0), j1 - j0
+    GU, U, V = table0_units.shape[1], j1 - j0, by.shape[0]
+    G = GU // U
     GH = G * H
-    gx = np.zeros((1, GH), h_pair.dtype)  # full-width; this part fills its own columns
-    gx_units = np.empty(GU, h_pair.dtype)
-    gh = np.empty((1, GU), h_pair.dtype)
-    acts = np.empty((1, GH), h_pair.dtype)
-    aux = np.empty((1, H), h_pair.dtype)
-    logits = np.empty(by.shape[0], h_pair.dtype)
-    probs = np.empty(by.shape[0], np.float64)
+    dtype = h_pair.dtype
+    gx = np.zeros((1, GH), dtype)  # full-width; this part fills its own columns
+    gx_units = np.empty((1, Wh_panels.shape[1] * Wh_panels.shape[3]), dtype)  # padded
+    gh = np.empty((1, Wh_panels.shape[1] * Wh_panels.shape[3]), dtype)
+    acts = np.empty((1, GH), dtype)
+    aux = np.empty((1, H), dtype)
+    logits_padded = np.empty((1, Wy_panels.shape[0] * Wy_panels.shape[2]), dtype)
+    logits = logits_padded[0, :V]
+    probs = np.empty(V, np.float64)
     meeting = 0
     for i in range(out_ids.shape[0]):
         now, nxt = i % 2, 1 - i % 2
         for layer in range(L):
             if layer == 0:
-                gx_units[:] = table0_units[token]
+                gx_units[0, :GU] = table0_units[token]
             else:
-                matvec_into(h_pair[nxt, layer - 1], Wx_up_units[layer - 1], gx_units)
-                gx_units += b_up_units[layer - 1]
+                panel_matmul(h_pair[nxt, layer - 1:layer], Wx_up_panels[layer - 1], gx_units)
+                gx_units[0, :GU] += b_up_units[layer - 1]
             for g in range(G):
-                gx[0, g * H + j0:g * H + j1] = gx_units[g * U:(g + 1) * U]
-            matvec_into(h_pair[now, layer], Wh_units[layer], gh[0])
+                gx[0, g * H + j0:g * H + j1] = gx_units[0, g * U:(g + 1) * U]
+            panel_matmul(h_pair[now, layer:layer + 1], Wh_panels[layer], gh)
             cell_block_forward(cell, gx, gh, bn[layer], h_pair[now, layer:layer + 1],
                                c_pair[now, layer:layer + 1], h_pair[nxt, layer:layer + 1],
                                c_pair[nxt, layer:layer + 1], acts, aux, j0, j1)
             meeting += 1
             meet(counters, parts, meeting)
         if part == 0:
-            matvec_into(h_pair[nxt, L - 1], Wy, logits)
+            panel_matmul(h_pair[nxt, L - 1:L], Wy_panels, logits_padded)
             logits += by
             token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
                                  banned, probs)
