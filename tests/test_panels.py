@@ -57,3 +57,39 @@ def test_each_element_independent_of_its_tile_and_panel():
     width = panel_width(np.float32)
     right = product(x, W[:, width + 5:])
     np.testing.assert_array_equal(right[:, :W.shape[1] - width - 5], whole[:, width + 5:W.shape[1]])
+
+
+AVX2_CHECK = """
+import numpy as np
+from charrnn.kernels.panels import ROWS_PER_TILE, VECTOR_BYTES, padded_columns, panel_matmul
+from charrnn.model import packed_panels
+rng = np.random.default_rng(0)
+for dtype, tolerance in ((np.float64, 1e-12), (np.float32, 1e-5)):
+    for rows in range(1, 2 * ROWS_PER_TILE + 2):
+        x = rng.standard_normal((rows, 70)).astype(dtype)
+        W = rng.standard_normal((70, 45)).astype(dtype)
+        out = np.zeros((rows, padded_columns(45, dtype)), dtype)
+        panel_matmul(x, packed_panels(W), out)
+        assert np.all(np.abs(out[:, :45] - x @ W) <= tolerance * (np.abs(x) @ np.abs(W)))
+print(VECTOR_BYTES, ROWS_PER_TILE, "ok")
+"""
+
+
+def test_products_on_a_cpu_without_avx512(tmp_path):
+    # Most laptops have AVX2 but not AVX-512: there the tiles use 32-byte vectors and
+    # 4 rows. Compile for such a CPU (Haswell) in a child process and check them.
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+    features = [f for f in llvm.get_host_cpu_features().flatten().split(",")
+                if not any(word in f for word in ("avx512", "amx", "avx10"))]
+    if "+avx2" not in features or "+fma" not in features:
+        pytest.skip("this CPU cannot run AVX2 code")
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ",".join(features),
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["32", "4", "ok"]

@@ -29,8 +29,20 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+
+
+def _target_features() -> str:
+    """The CPU features Numba compiles for: the host's, unless NUMBA_CPU_NAME or
+    NUMBA_CPU_FEATURES chose others (e.g. for a cache shared by several machines)."""
+    try:
+        from numba.core.registry import cpu_target
+        return cpu_target.target_context.codegen()._tm_features
+    except Exception:  # a Numba without this internal: the host's features
+        return llvm.get_host_cpu_features().flatten()
+
+
 # 64-byte vectors (AVX-512: 32 registers) or 32-byte ones (AVX2: 16 registers).
-VECTOR_BYTES = 64 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 32
+VECTOR_BYTES = 64 if "+avx512f" in _target_features().split(",") else 32
 # A tile holds 2 accumulators per row plus the two weight vectors and one splat.
 ROWS_PER_TILE = 8 if VECTOR_BYTES == 64 else 4
 
@@ -208,16 +220,17 @@ def panel_matmul(x, panels, out):
 @njit(cache=True, nogil=True, inline="always")
 def _rows_left(x, r, panels, out, rows):
     """The last rows (fewer than a tile), four panels at a time for one row and two for
-    two or three, so at least eight sums are in flight: one row of 128 x 512 (a batch-1
-    step) took 3.04 us one panel at a time, 2.64 us four at a time; 512 x 128, 2.33 vs
-    1.86 us. Beyond that one row is bound by reading W from L2."""
+    up to half a tile's rows, so at least eight sums are in flight and the sums and
+    weights still fit the registers: one row of 128 x 512 (a batch-1 step) took 3.04 us
+    one panel at a time, 2.64 us four at a time; 512 x 128, 2.33 vs 1.86 us. Beyond that
+    one row is bound by reading W from L2."""
     P = panels.shape[0]
     p = 0
     if rows == 1:
         while p + 4 <= P:
             _tile(x, r, panels, p, out, rows, 4)
             p += 4
-    if rows <= 3:
+    if rows <= ROWS_PER_TILE // 2:
         while p + 2 <= P:
             _tile(x, r, panels, p, out, rows, 2)
             p += 2
