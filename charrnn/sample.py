@@ -22,6 +22,11 @@ LN2 = math.log(2.0)
 # Generation splits each layer's units among threads from this width on (one stream
 # has no rows to split); the threads meet once per layer per character.
 SAMPLE_SPLIT_WIDTH = 128
+# Texts this long are scored by the training forward over chunks of SCORE_CHUNK
+# characters; shorter ones (a prime, a line) by the one-token step, which has no
+# per-call set-up.
+BATCHED_SCORE_CHARS = 512
+SCORE_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class Sampler:
         half the memory read per character, for large models up to twice the speed.
         Scoring and beam search always use the weights as trained."""
         cfg, p = model.config, model.params
-        self.vocab, self.config = vocab, cfg
+        self.model, self.vocab, self.config = model, vocab, cfg
         self.cell = CELL_CODES[cfg.cell]
         H, GH, L, dtype = cfg.hidden, cfg.gates * cfg.hidden, cfg.layers, model.dtype
         first = p["embed"] @ p["Wx0"] if cfg.embed else p["Wx0"]
@@ -108,11 +113,24 @@ class Sampler:
         return (self.cell, self.table0, self.Wx_up, self.b_up, self.Wh, self.bn)
 
     def token_losses(self, ids, h, c) -> np.ndarray:
-        """Nats of ids[k + 1] given ids[:k + 1] for each k; advances (h, c) over ids[:-1]."""
+        """Nats of ids[k + 1] given ids[:k + 1] for each k; advances (h, c) over ids[:-1].
+
+        The inputs of a text are all known in advance, so a long one runs through the
+        training forward (batch of one stream) chunk by chunk: each layer's input
+        projections become one matrix product per chunk instead of one per character,
+        and wide layers split their units among the threads."""
+        ids = np.asarray(ids, np.int64)
         losses = np.empty(max(len(ids) - 1, 0), np.float64)
-        if len(ids) > 1:
-            score_tokens(*self._weights(), self.Wy, self.by, np.asarray(ids, np.int64), h, c,
-                         losses)
+        if len(ids) < BATCHED_SCORE_CHARS:
+            if len(ids) > 1:
+                score_tokens(*self._weights(), self.Wy, self.by, ids, h, c, losses)
+            return losses
+        for begin in range(0, len(ids) - 1, SCORE_CHUNK):
+            end = min(begin + SCORE_CHUNK, len(ids) - 1)
+            _, losses[begin:end], h_end, c_end = self.model.forward(
+                ids[None, begin:end], ids[None, begin + 1:end + 1], h[:, None], c[:, None],
+                need_grad=False)
+            h[...], c[...] = h_end[:, 0], c_end[:, 0]
         return losses
 
     def first_token(self, rng: np.random.Generator) -> int:

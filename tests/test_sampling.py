@@ -329,3 +329,24 @@ def test_bfloat16_rounds_to_nearest_even():
     expected = [1.0, 1.0, 1.0 + 2 ** -6, 1.0, -2.5, np.inf]
     np.testing.assert_array_equal(widened[:-1], np.array(expected, np.float32))
     assert np.isnan(widened[-1])
+
+
+def test_long_texts_scored_in_chunks_equal_the_one_token_steps(toy_model, monkeypatch):
+    # A long text is scored by the training forward, chunk by chunk, carrying the state
+    # across chunk boundaries; it must give the one-token step's losses and final state.
+    from charrnn import sample
+    model, vocab = toy_model
+    sampler = Sampler(model, vocab)
+    ids, _ = vocab.encode("the garden window, a quiet morning.\n" * 3)
+    results = []
+    for batched_from, chunk in ((10 ** 9, 0), (2, 7), (2, 4096)):
+        monkeypatch.setattr(sample, "BATCHED_SCORE_CHARS", batched_from)
+        monkeypatch.setattr(sample, "SCORE_CHUNK", chunk)
+        h, c = sampler.zero_state()
+        h[...], c[...] = 0.05, -0.1  # a carried state, not zeros
+        results.append((sampler.token_losses(ids, h, c), h, c))
+    stepped = results[0]
+    for batched in results[1:]:
+        for got, want in zip(batched, stepped):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(stepped[0]) == len(ids) - 1
