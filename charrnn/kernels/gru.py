@@ -11,7 +11,7 @@ Each call handles the units j0:j1 (U of them), as in lstm.py.
 
 from numba import njit
 
-from .activations import sigmoid, tanh
+from .activations import one_of, sigmoid, tanh
 
 
 @njit(cache=True, error_model="numpy")
@@ -20,6 +20,7 @@ def gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j
     j0:j1, gate-major ([r | z | n], U each); bn (H); h_prev (N, H). Outputs, units j0:j1:
     h_out (N, H; may alias h_prev), acts (N, 3H), aux (N, H); c_out = c_prev (the GRU
     has no cell state). Short passes, as in the LSTM."""
+    one = one_of(acts.dtype)
     N, H = h_out.shape
     U = j1 - j0
     for n in range(N):
@@ -39,7 +40,7 @@ def gru_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, j
         hp, ho = h_prev[n, j0:j1], h_out[n, j0:j1]
         for u in range(U):
             z = update[u]
-            ho[u] = (1.0 - z) * cand[u] + z * hp[u]
+            ho[u] = (one - z) * cand[u] + z * hp[u]
         co, cp = c_out[n, j0:j1], c_prev[n, j0:j1]
         for u in range(U):
             co[u] = cp[u]
@@ -52,6 +53,7 @@ def gru_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, d
     acts (N, 3H), aux (N, H). Outputs at these units: dgx (N, 3H) gradient w.r.t. the
     input projection, dgh (N, 3H) w.r.t. h_prev @ Wh, dh_direct (N, U) the part of
     dh_prev through z * h_prev, dc_prev (N, U) zeroed; dbn (H) accumulated."""
+    one = one_of(acts.dtype)
     N, H = h_prev.shape
     U = j1 - j0
     for n in range(N):
@@ -63,9 +65,9 @@ def gru_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, d
         direct, dcp = dh_direct[n], dc_prev[n]
         for u in range(U):
             r, z, c = reset[u], update[u], cand[u]
-            dan = d[u] * (1.0 - z) * (1.0 - c * c)
-            daz = d[u] * (hp[u] - c) * z * (1.0 - z)
-            dar = dan * hn[u] * r * (1.0 - r)
+            dan = d[u] * (one - z) * (one - c * c)
+            daz = d[u] * (hp[u] - c) * z * (one - z)
+            dar = dan * hn[u] * r * (one - r)
             dxr[u] = dar
             dxz[u] = daz
             dxn[u] = dan

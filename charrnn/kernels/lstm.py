@@ -17,7 +17,7 @@ indices then keeps the loop scalar (measured 5x slower).
 
 from numba import njit
 
-from .activations import sigmoid, tanh
+from .activations import one_of, sigmoid, tanh
 
 
 @njit(cache=True, error_model="numpy")
@@ -66,6 +66,7 @@ def lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, 
     callers pass dgh = dgx, and it is not written separately; dc_prev (N, U).
     dh_direct and dbn unused (h_prev reaches h only through Wh; the LSTM has one bias).
     Short passes, as in lstm_block_forward."""
+    one = one_of(acts.dtype)
     N, H = c_prev.shape
     U = j1 - j0
     for n in range(N):
@@ -76,14 +77,14 @@ def lstm_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, 
         do, dg = g[2 * H + j0:2 * H + j1], g[3 * H + j0:3 * H + j1]
         d, dcn, tc, cp, dcp = dh[n], dc[n], aux[n, j0:j1], c_prev[n, j0:j1], dc_prev[n]
         for u in range(U):  # gradient reaching c through h = o * tanh(c), plus dc
-            dcn[u] = dcn[u] + d[u] * o[u] * (1.0 - tc[u] * tc[u])
+            dcn[u] = dcn[u] + d[u] * o[u] * (one - tc[u] * tc[u])
         for u in range(U):  # output gate
-            do[u] = d[u] * tc[u] * o[u] * (1.0 - o[u])
+            do[u] = d[u] * tc[u] * o[u] * (one - o[u])
         for u in range(U):
-            di[u] = dcn[u] * cand[u] * i[u] * (1.0 - i[u])
+            di[u] = dcn[u] * cand[u] * i[u] * (one - i[u])
         for u in range(U):
-            df[u] = dcn[u] * cp[u] * f[u] * (1.0 - f[u])
+            df[u] = dcn[u] * cp[u] * f[u] * (one - f[u])
         for u in range(U):
-            dg[u] = dcn[u] * i[u] * (1.0 - cand[u] * cand[u])
+            dg[u] = dcn[u] * i[u] * (one - cand[u] * cand[u])
         for u in range(U):
             dcp[u] = dcn[u] * f[u]

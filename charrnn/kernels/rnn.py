@@ -8,7 +8,7 @@ aux, c and bn are unused. Each call handles the units j0:j1 (U of them), as in l
 
 from numba import njit
 
-from .activations import tanh
+from .activations import one_of, tanh
 
 
 @njit(cache=True, error_model="numpy")
@@ -35,9 +35,10 @@ def rnn_block_backward(dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_direct, d
     """Inputs: dh (N, U) at units j0:j1, acts (N, H) from the forward. Outputs: dgx
     (N, H) at those units, which is also the gradient w.r.t. h_prev @ Wh (callers pass
     dgh = dgx); dc_prev (N, U) zeroed. dh_direct and dbn unused."""
+    one = one_of(acts.dtype)
     N, U = dh.shape
     for n in range(N):
         a, d, g = acts[n, j0:j1], dh[n], dgx[n, j0:j1]
         for u in range(U):
-            g[u] = d[u] * (1.0 - a[u] * a[u])
+            g[u] = d[u] * (one - a[u] * a[u])
     dc_prev[:, :] = 0.0
