@@ -184,12 +184,13 @@ class Model:
             aux = np.empty((T, N, H), self.dtype)
             bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
             Wh, G = p[f"Wh{layer}"], cfg.gates
+            ranges = dict.fromkeys((j0, j1) for _, _, j0, j1 in parts)  # row-split: one
             # packed once per unit range, however many row-split threads share it
             Wh_panels = {(j0, j1): packed_panels(unit_columns(Wh, G, j0, j1))
-                         for _, _, j0, j1 in parts}
+                         for j0, j1 in ranges}
             # recurrent products: one array shared by row-split threads, else one each
             gh = {(j0, j1): np.empty((N, padded_columns(G * (j1 - j0), self.dtype)),
-                                     self.dtype) for _, _, j0, j1 in parts}
+                                     self.dtype) for j0, j1 in ranges}
             counters = np.zeros(1, np.int64)  # for the threads' meetings (kernels/sync.py)
             parallel.run_parts(recurrent_forward, [
                 (cell, gx.reshape(T, N, GH), Wh_panels[j0, j1], bn, h0[layer], c0[layer],
@@ -237,7 +238,8 @@ class Model:
             Wh = p[f"Wh{layer}"]
             parts, meeting = parallel.layer_parts(N, H)
             # (GH, U) per unit range, packed once, however many row-split threads share it
-            WhT_panels = {(j0, j1): packed_panels(Wh[j0:j1].T) for _, _, j0, j1 in parts}
+            WhT_panels = {(j0, j1): packed_panels(Wh[j0:j1].T)
+                          for j0, j1 in dict.fromkeys((j0, j1) for _, _, j0, j1 in parts)}
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
             parallel.run_parts(recurrent_backward, [
