@@ -93,3 +93,14 @@ def test_products_on_a_cpu_without_avx512(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["32", "4", "ok"]
+
+
+def test_mismatched_shapes_are_refused_not_written_past():
+    W = np.ones((8, 40), np.float32)
+    panels = packed_panels(W)
+    x = np.ones((3, 8), np.float32)
+    for bad_x, bad_out in [(np.ones((3, 9), np.float32), np.zeros((3, 64), np.float32)),
+                           (x, np.zeros((3, 40), np.float32)),  # not padded
+                           (x, np.zeros((2, 64), np.float32))]:
+        with pytest.raises(ValueError, match="shapes"):
+            panel_matmul(bad_x, panels, bad_out)

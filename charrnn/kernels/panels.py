@@ -196,6 +196,8 @@ def panel_matmul(x, panels, out):
     """out[:, :P*PW] = x (R, K) @ W, where panels (P, K, PW) = pack_panels(W); K >= 1.
     Rows of x and out may be strided (views of time-major arrays); columns contiguous."""
     R, P = x.shape[0], panels.shape[0]
+    if x.shape[1] != panels.shape[1] or out.shape[0] < R or out.shape[1] < P * panels.shape[2]:
+        raise ValueError("panel_matmul: shapes do not match")  # the tiles do not check
     whole = R - R % ROWS_PER_TILE
     for p in range(P):  # panel by panel: each stays in L1 while its rows pass
         for r in range(0, whole, ROWS_PER_TILE):
