@@ -12,7 +12,7 @@ model puts a zero-division branch on every division, which also blocks vectorisi
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic, overload
 
 EXP_LIMIT = 64  # |log2 of the result| is clamped here: exp(+-44) is 0 or inf for a gate
