@@ -19,3 +19,41 @@ def one_blas_thread() -> None:
     import os
     for name in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
+
+
+def key_kernel_cache() -> None:
+    """Keep Numba's compiled kernels in a directory named after a hash of every kernel
+    source, unless NUMBA_CACHE_DIR is set. Numba's cache=True checks only the timestamp
+    of the file that defines a function, not of the files it calls and inlines: after an
+    edit to activations.py alone, the cached LSTM kernels would still run the old
+    sigmoid (a benchmark of an edited checkout measured stale code that way). Any edit
+    now starts from a clean cache; unchanged kernels keep theirs. The directory sits in
+    kernels/__pycache__ like Numba's own, else in the user's cache (a read-only install).
+    Effective only before numba is first imported."""
+    import os
+    from pathlib import Path
+
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    kernels = Path(__file__).resolve().parent / "kernels"
+    name = kernel_cache_name(kernels)
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charrnn"
+    for root in (kernels / "__pycache__", user_cache):
+        try:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root / name, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = str(root / name)
+            return
+
+
+def kernel_cache_name(kernels) -> str:
+    """'numba-' and 16 hex digits of a hash of every .py file in the kernels directory."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(kernels).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"numba-{digest.hexdigest()[:16]}"
