@@ -1,7 +1,6 @@
 """Shared test setup: a Numba cache that cannot go stale, and a small deterministic
 English-like corpus built in code (no files from outside the repository)."""
 
-import hashlib
 import os
 import random
 import tempfile
@@ -9,24 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from charrnn import kernel_cache_name
 from charrnn.compile_note import SILENCE_VARIABLE
 
 KERNELS = Path(__file__).resolve().parent.parent / "charrnn" / "kernels"
 
 
 def numba_cache_dir() -> Path:
-    """A cache directory named after the kernels' source.
-
-    Numba's cache=True checks only the timestamp of the file that defines a function, not
-    of the files it calls: after an edit to lstm.py alone, recurrent_forward (defined in
-    recurrent.py) is loaded from the cache with the old LSTM compiled into it, and tests
-    pass against code that no longer exists. Keying the cache by a hash of every kernel
-    source makes any edit start from a clean cache; unchanged kernels keep theirs.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(KERNELS.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return Path(tempfile.gettempdir()) / "charrnn-test-numba-cache" / digest.hexdigest()[:16]
+    """A cache directory named after the kernels' source (charrnn.kernel_cache_name; see
+    charrnn.key_kernel_cache for why), in the temp dir: the suite never shares a cache
+    with the checkout's own runs."""
+    return Path(tempfile.gettempdir()) / "charrnn-test-numba-cache" / kernel_cache_name(KERNELS)
 
 
 # Must run before numba is first imported (numba reads it at import); this conftest is
