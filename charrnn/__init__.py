@@ -36,8 +36,12 @@ def key_kernel_cache() -> None:
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     kernels = Path(__file__).resolve().parent / "kernels"
-    name = kernel_cache_name(kernels)
-    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charrnn"
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME")
+                      or os.path.join(os.path.expanduser("~"), ".cache")) / "charrnn"
+    try:
+        name = kernel_cache_name(kernels)
+    except OSError:
+        return  # sources unreadable: leave Numba's own default
     for root in (kernels / "__pycache__", user_cache):
         try:
             (root / name).mkdir(parents=True, exist_ok=True)
