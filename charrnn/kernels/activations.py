@@ -58,6 +58,11 @@ def _fast_exp(x):
     return exp32
 
 
+def constant_of(value: float, numba_type):
+    """value as a compile-time constant of this Numba float type (float32 or float64)."""
+    return np.float32(value) if numba_type == types.float32 else float(value)
+
+
 def one_of(dtype):
     return 1.0
 
@@ -68,7 +73,7 @@ def _one_of(dtype):
     written with it stay in float32 for float32 arrays instead of widening to float64."""
     if not isinstance(dtype, types.DType):
         return None
-    one = np.float32(1.0) if dtype.dtype == types.float32 else 1.0
+    one = constant_of(1.0, dtype.dtype)
     return lambda dtype: one
 
 
@@ -87,7 +92,7 @@ def tanh(x):
 def _sigmoid(x):
     if not isinstance(x, types.Float):
         return None
-    one = np.float32(1.0) if x.bitwidth == 32 else 1.0
+    one = constant_of(1.0, x)
 
     def sigmoid_impl(x):
         return one / (one + fast_exp(-x))
@@ -98,7 +103,7 @@ def _sigmoid(x):
 def _tanh(x):
     if not isinstance(x, types.Float):
         return None
-    one, two = (np.float32(1.0), np.float32(2.0)) if x.bitwidth == 32 else (1.0, 2.0)
+    one, two = constant_of(1.0, x), constant_of(2.0, x)
 
     def tanh_impl(x):  # 2 sigmoid(2x) - 1, exact in exact arithmetic
         return two / (one + fast_exp(-(x + x))) - one
