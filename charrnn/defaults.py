@@ -22,9 +22,9 @@ batch x seq 16 x 64 (2,680 steps) 1.591 at 1e-2 and 1.563 at 7e-3, 32 x 32 (2,84
 1.571, 16 x 128 1.566: 32 x 64 stays. For 10 min, 2 x 384 with dropout 0.4 scored 1.559
 and 2 x 512 with dropout 0.4 at 5e-3 1.538 (a timed 10 min run of it: 1.547), against
 1.540, 1.546 and 1.558 for the defaults in three timed runs: within the spread between
-runs, so not adopted. More steps no longer help
-on this split (75 s at 1,422 steps scored 1.549, at 1,125 1.545): the scored tenth is
-other plays than the training text, and the models learn the training plays.
+runs, so not adopted. More steps no longer help on this split (75 s at 1,422 steps
+scored 1.549, at 1,125 1.545): the scored tenth is other plays than the training text,
+and the models learn the training plays.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Time loops shared by all cells: a whole (T, N) sequence forward and backward, and
-the one-row step used when sampling.
+the one-row step used to score short texts (a prime, a line) and by beam search.
 
 Design (after jcjohnson/torch-rnn): the caller computes every input projection
 gx = x @ Wx + b for all T x N rows in one large GEMM, so only the recurrent product
@@ -137,7 +137,7 @@ def matvec_into(x, W, out):
 
 @njit(cache=True, error_model="numpy")
 def stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux):
-    """Advance every layer of a stack by one token (used for sampling and scoring).
+    """Advance every layer of a stack by one token (scoring short texts, beam search).
 
     Inputs: cell code; table0 (V, GH) layer-0 input projection with bias for each token;
     token id; Wx_up (L-1, H, GH), b_up (L-1, GH) projections of layers above the first;
