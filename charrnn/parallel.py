@@ -10,16 +10,19 @@ np.dot. Every piece writes only its own rows; partial sums are merged serially.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
 MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
 MIN_UNITS_PER_PART = 32  # a recurrent layer's units per thread, at least
-UNIT_SPLIT_WIDTH = 256  # layers this wide split units rather than rows (layer_parts)
+UNIT_SPLIT_WIDTH = 256  # layers this wide split units, narrower ones the batch (batch_pieces)
 UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
 _pool: ThreadPoolExecutor | None = None
 _threads = 0
+_this_thread = threading.local()  # .alone: this thread runs one piece of a split batch
 
 
 def set_thread_count(count: int) -> None:
@@ -28,7 +31,10 @@ def set_thread_count(count: int) -> None:
 
 
 def thread_count() -> int:
-    """Threads to use: set_thread_count's value, else the cores this process may use."""
+    """Threads to use: set_thread_count's value, else the cores this process may use;
+    1 inside one_thread_per_piece."""
+    if getattr(_this_thread, "alone", False):
+        return 1
     if _threads:
         return _threads
     if hasattr(os, "sched_getaffinity"):
@@ -42,21 +48,42 @@ def row_ranges(rows: int, min_rows: int = MIN_ROWS_PER_PART) -> list[tuple[int, 
     return [(k * rows // parts, (k + 1) * rows // parts) for k in range(parts)]
 
 
-def layer_parts(rows: int, units: int) -> tuple[list[tuple[int, int, int, int]], int]:
-    """How threads share a recurrent layer of `units` units over `rows` batch rows:
-    ([(lo, hi, j0, j1) per thread], how many threads meet every step).
+def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
+    """How threads share a batch of `rows` rows through a network of `units`-wide
+    layers: [(lo, hi)] row pieces, each run start to finish by one thread, or the
+    whole batch, [(0, rows)], whose layers then split their units (layer_units).
 
-    Splitting rows needs no meetings, but every thread streams all of Wh each step;
+    Pieces need no meetings, but every thread streams all of each Wh every step;
     splitting units keeps each thread's share of Wh in its own cache, but the threads
     meet once per step and read each other's halves of the state. Measured per step
     (2 cores, batch 32): rows win at 128 units (47 vs 55 us), units at 256 (145 vs
     186 us) and 512 (587 vs 1,474 us); at batch 1 and 128 units, one thread beats two
-    that meet (2.0 vs 2.8 ms per train step). Unit boundaries fall on multiples of
-    UNIT_ALIGN, so each thread writes its own cache lines of the shared arrays."""
-    ranges = unit_ranges(units) if units >= UNIT_SPLIT_WIDTH else []
-    if len(ranges) > 1:
-        return [(0, rows, j0, j1) for j0, j1 in ranges], len(ranges)
-    return [(lo, hi, 0, units) for lo, hi in row_ranges(rows, 1)], 1
+    that meet (2.0 vs 2.8 ms per train step)."""
+    if len(layer_units(units)) > 1:
+        return [(0, rows)]
+    return row_ranges(rows, 1)
+
+
+def layer_units(units: int) -> list[tuple[int, int]]:
+    """The (j0, j1) unit ranges of a recurrent layer, one per thread; the threads meet
+    once per step. Layers from UNIT_SPLIT_WIDTH units split (see batch_pieces), with
+    boundaries on multiples of UNIT_ALIGN, so each thread writes its own cache lines of
+    the shared arrays; narrower layers run on one thread."""
+    return unit_ranges(units) if units >= UNIT_SPLIT_WIDTH else [(0, units)]
+
+
+@contextmanager
+def one_thread_per_piece(pieces: int):
+    """While more than one piece of a batch runs, each on its own thread, the work of
+    each stays on its thread: thread_count() is 1 there."""
+    if pieces == 1:
+        yield
+        return
+    _this_thread.alone = True
+    try:
+        yield
+    finally:
+        _this_thread.alone = False
 
 
 def unit_ranges(units: int) -> list[tuple[int, int]]:
@@ -68,19 +95,18 @@ def unit_ranges(units: int) -> list[tuple[int, int]]:
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
-def run_parts(function, arguments: list[tuple]) -> None:
-    """Call function(*args) for each args, concurrently; the first runs on this thread."""
+def run_parts(function, arguments: list[tuple]) -> list:
+    """Call function(*args) for each args, concurrently; the first runs on this thread.
+    Returns the results in order."""
     global _pool
     if len(arguments) == 1:
-        function(*arguments[0])
-        return
+        return [function(*arguments[0])]
     if _pool is None or _pool._max_workers < len(arguments) - 1:
         _pool = ThreadPoolExecutor(max_workers=max(len(arguments) - 1, thread_count()),
                                    thread_name_prefix="charrnn")
     futures = [_pool.submit(function, *args) for args in arguments[1:]]
-    function(*arguments[0])
-    for future in futures:
-        future.result()
+    first = function(*arguments[0])
+    return [first] + [future.result() for future in futures]
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -124,9 +124,13 @@ def gradient_check(case, rtol=GRAD_RTOL):
 
 # -- (a) gradients ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("threads", [1, 2])  # 2: each thread runs one row (batch_pieces)
 @pytest.mark.parametrize("embed", EMBEDS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradients_match_central_differences(cell, embed):
+def test_gradients_match_central_differences(cell, embed, threads, monkeypatch):
+    from charrnn import parallel
+    monkeypatch.setattr(parallel, "_threads", threads)
+    assert len(parallel.batch_pieces(N, H)) == threads
     case = make_case(cell, embed)
     mismatches, errors, grads = gradient_check(case)
     expected = {name for name, _ in case.model.config.parameter_shapes()} | {"h0", "c0"}
@@ -191,8 +195,9 @@ def test_gradient_check_reports_an_ignored_dropout_mask(monkeypatch):
 
     def forward_forgetting_masks(self, x_ids, y_ids, h0, c0, masks=None, need_grad=True):
         result = original_forward(self, x_ids, y_ids, h0, c0, masks, need_grad)
-        if self._cache is not None:
-            self._cache = self._cache[:3] + (None,) + self._cache[4:]
+        if self._cache is not None:  # [(lo, hi, cache)] per batch piece
+            self._cache = [(lo, hi, cache[:3] + (None,) + cache[4:])
+                           for lo, hi, cache in self._cache]
         return result
 
     monkeypatch.setattr(Model, "forward", forward_forgetting_masks)
@@ -437,8 +442,8 @@ def split_units(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
     monkeypatch.setattr(parallel, "_threads", 3)
-    parts, meeting = parallel.layer_parts(N, H)
-    assert meeting == 3 and [j1 - j0 for _, _, j0, j1 in parts] == [1, 1, 2]
+    assert [j1 - j0 for j0, j1 in parallel.layer_units(H)] == [1, 1, 2]
+    assert parallel.batch_pieces(N, H) == [(0, N)]
 
 
 @pytest.mark.parametrize("embed", EMBEDS)
@@ -449,13 +454,17 @@ def test_gradients_match_central_differences_with_split_units(cell, embed, split
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_split_units_give_the_results_of_one_thread(cell, monkeypatch):
+def test_threads_give_the_results_of_one_thread(cell, monkeypatch):
     from charrnn import parallel
     results = []
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
-    for threads, min_units in ((1, 32), (3, 1), (2, 1), (2, 32)):  # last: rows split
+    # (3, 1), (2, 1): units split; (2, 32), (3, 32): the batch split into row pieces
+    for threads, min_units in ((1, 32), (3, 1), (2, 1), (2, 32), (3, 32)):
         monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", min_units)
         monkeypatch.setattr(parallel, "_threads", threads)
+        pieces = threads if min_units == 32 else 1
+        assert len(parallel.batch_pieces(3, H)) == pieces
+        assert len(parallel.layer_units(H)) == threads // pieces
         case = make_case(cell, 3, steps=7, batch=3)
         loss, losses, h, c = case.forward()
         dh0, dc0 = case.model.backward()

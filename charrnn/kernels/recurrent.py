@@ -45,72 +45,71 @@ def cell_block_backward(cell, dh, dc, h_prev, c_prev, acts, aux, dgx, dgh, dh_di
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def recurrent_forward(cell, gx, Wh_panels, bn, h0, c0, hs, cs, acts, aux, gh, lo, hi, j0, j1,
-                      parts, counters):
-    """Run one layer over a whole sequence, for batch rows lo:hi and units j0:j1.
+def recurrent_forward(cell, gx, Wh_panels, bn, h0, c0, hs, cs, acts, aux, gh, j0, j1, parts,
+                      counters):
+    """Run one layer over a whole sequence, for units j0:j1 of every batch row.
 
     Inputs: cell code; gx (T, N, GH) input projections including bias; Wh_panels: the
     columns of Wh (H, GH) that feed units j0:j1 (U = j1 - j0), gate-major, packed by
     panels.pack_panels; bn (H) GRU candidate bias (ignored by other cells); h0, c0 (N, H)
-    initial state. Outputs, rows lo:hi and units j0:j1 only: hs, cs (T, N, H) states
-    after each step; acts (T, N, GH) and aux (T, N, H) caches for the backward. Scratch:
-    gh (N, panels.padded_columns(G*U)), shared only by threads that split rows.
+    initial state. Outputs, units j0:j1 only: hs, cs (T, N, H) states after each step;
+    acts (T, N, GH) and aux (T, N, H) caches for the backward. Scratch: gh
+    (N, panels.padded_columns(G*U)), this thread's own.
 
-    Two ways to share a layer among threads. Split the rows: batch rows never interact,
-    so each thread runs its own rows with no synchronisation (parts = 1), but each
-    streams all of Wh every step. Split the units: each thread keeps only its units'
-    columns of Wh, which stay in its core's cache, but every step needs every unit of
-    the step before, so the `parts` threads meet (sync.meet on counters) once per step.
+    Threads that split a layer's units (parallel.layer_parts) each keep only their
+    units' columns of Wh, which stay in their core's cache, but every step needs every
+    unit of the step before, so the `parts` threads meet (sync.meet on counters) once
+    per step. (Threads that split the batch instead run separate calls on their own
+    rows: model.py.)
     """
     for t in range(gx.shape[0]):
-        h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
-        c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
-        panel_matmul(h_prev, Wh_panels, gh[lo:hi])
-        cell_block_forward(cell, gx[t, lo:hi], gh[lo:hi], bn, h_prev, c_prev, hs[t, lo:hi],
-                           cs[t, lo:hi], acts[t, lo:hi], aux[t, lo:hi], j0, j1)
+        h_prev = h0 if t == 0 else hs[t - 1]
+        c_prev = c0 if t == 0 else cs[t - 1]
+        panel_matmul(h_prev, Wh_panels, gh)
+        cell_block_forward(cell, gx[t], gh, bn, h_prev, c_prev, hs[t], cs[t], acts[t], aux[t],
+                           j0, j1)
         meet(counters, parts, t + 1)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def recurrent_backward(cell, WhT_panels, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0,
-                       dbn, lo, hi, j0, j1, parts, counters):
-    """Backpropagate one layer through time, for batch rows lo:hi and units j0:j1.
+                       dbn, j0, j1, parts, counters):
+    """Backpropagate one layer through time, for units j0:j1 of every batch row.
 
     Inputs: cell code; WhT_panels = Wh[j0:j1].T (GH, U), packed; h0, c0 (N, H); hs, cs,
     acts, aux from recurrent_forward; dhs (T, N, H) loss gradient w.r.t. each output h
     (from the layer above or the output projection). The final state gets no gradient
-    (truncated BPTT). Outputs, at rows lo:hi and these units: dgx (T, N, GH) gradient
-    w.r.t. gx; dgh (T, N, GH) w.r.t. h_prev @ Wh, which for LSTM and RNN equals dgx:
-    pass the same array there (only the GRU writes dgh separately); dh0, dc0 (N, H);
-    dbn (H) accumulated (threads own disjoint units, so they can share it when they
-    share rows). Threads splitting the units meet once per step, as in the forward:
+    (truncated BPTT). Outputs, at these units: dgx (T, N, GH) gradient w.r.t. gx; dgh
+    (T, N, GH) w.r.t. h_prev @ Wh, which for LSTM and RNN equals dgx: pass the same
+    array there (only the GRU writes dgh separately); dh0, dc0 (N, H); dbn (H)
+    accumulated. Threads splitting the units meet once per step, as in the forward:
     the product dgh_t @ Wh.T needs every unit's gate gradients.
     """
-    T = hs.shape[0]
-    rows, U = hi - lo, j1 - j0
-    dh = np.empty((rows, U), hs.dtype)  # gradient w.r.t. h at step t
-    dc = np.zeros((rows, U), hs.dtype)  # gradient w.r.t. c at step t
-    dc_prev = np.empty((rows, U), hs.dtype)
-    dh_direct = np.empty((rows, U), hs.dtype)  # dh_prev not through Wh (GRU)
-    dh_carry = np.zeros((rows, U), hs.dtype)  # dh flowing back from step t + 1
-    carry_padded = np.empty((rows, WhT_panels.shape[0] * WhT_panels.shape[2]), hs.dtype)
+    T, N = hs.shape[0], hs.shape[1]
+    U = j1 - j0
+    dh = np.empty((N, U), hs.dtype)  # gradient w.r.t. h at step t
+    dc = np.zeros((N, U), hs.dtype)  # gradient w.r.t. c at step t
+    dc_prev = np.empty((N, U), hs.dtype)
+    dh_direct = np.empty((N, U), hs.dtype)  # dh_prev not through Wh (GRU)
+    dh_carry = np.zeros((N, U), hs.dtype)  # dh flowing back from step t + 1
+    carry_padded = np.empty((N, WhT_panels.shape[0] * WhT_panels.shape[2]), hs.dtype)
     for t in range(T - 1, -1, -1):
-        h_prev = h0[lo:hi] if t == 0 else hs[t - 1, lo:hi]
-        c_prev = c0[lo:hi] if t == 0 else cs[t - 1, lo:hi]
-        for n in range(rows):  # views from 0, so the loop vectorises (see lstm.py)
-            dhs_row, carry_row, dh_row = dhs[t, lo + n, j0:j1], dh_carry[n], dh[n]
+        h_prev = h0 if t == 0 else hs[t - 1]
+        c_prev = c0 if t == 0 else cs[t - 1]
+        for n in range(N):  # views from 0, so the loop vectorises (see lstm.py)
+            dhs_row, carry_row, dh_row = dhs[t, n, j0:j1], dh_carry[n], dh[n]
             for u in range(U):
                 dh_row[u] = dhs_row[u] + carry_row[u]
-        cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t, lo:hi], aux[t, lo:hi],
-                            dgx[t, lo:hi], dgh[t, lo:hi], dh_direct, dc_prev, dbn, j0, j1)
+        cell_block_backward(cell, dh, dc, h_prev, c_prev, acts[t], aux[t], dgx[t], dgh[t],
+                            dh_direct, dc_prev, dbn, j0, j1)
         meet(counters, parts, T - t)
-        panel_matmul(dgh[t, lo:hi], WhT_panels, carry_padded)
+        panel_matmul(dgh[t], WhT_panels, carry_padded)
         dh_carry[:, :] = carry_padded[:, :U]
         if cell == CELL_GRU:  # only the GRU reaches h_prev other than through Wh
             dh_carry += dh_direct
         dc[:, :] = dc_prev
-    dh0[lo:hi, j0:j1] = dh_carry
-    dc0[lo:hi, j0:j1] = dc
+    dh0[:, j0:j1] = dh_carry
+    dc0[:, j0:j1] = dc
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
