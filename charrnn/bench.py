@@ -92,12 +92,12 @@ def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
     return calls * batch * seq / elapsed
 
 
-def charrnn_sample(layers, hidden, seconds, bfloat16=False) -> float:
+def charrnn_sample(layers, hidden, seconds, precision="auto") -> float:
     from .sample import Decoding, Sampler
 
     rng = np.random.default_rng(0)
     model, vocab = bench_model(layers, hidden)
-    sampler = Sampler(model, vocab, bfloat16=bfloat16)
+    sampler = Sampler(model, vocab, precision)
     chunk = 20_000 if hidden <= 256 else 2_000
 
     def run():
@@ -165,8 +165,14 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
            "dtype": "float32", "threads": thread_count(), "blas": blas_description(),
            "train_chars_per_s": charrnn_train(layers, hidden, batch, seq, seconds)}
     if batch > 1:
-        row["sample_chars_per_s"] = charrnn_sample(layers, hidden, seconds)
-        row["sample_bfloat16_chars_per_s"] = charrnn_sample(layers, hidden, seconds, True)
+        # the default precision's figure, and both precisions' for comparison
+        from .sample import Sampler
+        model, vocab = bench_model(layers, hidden)
+        row["sample_precision"] = "bfloat16" if Sampler(model, vocab).bfloat16 else "float32"
+        for precision in ("float32", "bfloat16"):
+            row[f"sample_{precision}_chars_per_s"] = charrnn_sample(layers, hidden, seconds,
+                                                                    precision)
+        row["sample_chars_per_s"] = row[f"sample_{row['sample_precision']}_chars_per_s"]
     if with_torch:
         row.update(torch_peer(name, seconds, row["threads"]))
     if "torch_train_chars_per_s" in row:
@@ -343,11 +349,12 @@ def format_row(row: dict) -> str:
         head += (f" (torch {row['torch_train_chars_per_s']:,.0f}, ratio "
                  f"{row['train_ratio']:.2f}x)")
     if "sample_chars_per_s" in row:
-        head += f" | sample {row['sample_chars_per_s']:,.0f} chars/s"
+        head += f" | sample {row['sample_chars_per_s']:,.0f} chars/s {row['sample_precision']}"
         if "torch_sample_chars_per_s" in row:
             best = max(row["torch_sample_chars_per_s"], row["torch_sample_no_onednn_chars_per_s"])
             head += f" (torch best {best:,.0f}, ratio {row['sample_ratio']:.2f}x)"
-        head += f", --bfloat16 {row['sample_bfloat16_chars_per_s']:,.0f}"
+        other = "float32" if row["sample_precision"] == "bfloat16" else "bfloat16"
+        head += f", --precision {other} {row[f'sample_{other}_chars_per_s']:,.0f}"
     return head + f" | BLAS {row['blas']}"
 
 

@@ -212,6 +212,25 @@ def test_sample_prints_exactly_n_characters_and_repeats_with_a_seed(trained):
     assert other.stdout != first.stdout
 
 
+def test_precision_reaches_the_sampler(trained, monkeypatch):
+    from charrnn import sample as sample_module
+    chosen = []
+
+    class Recording(sample_module.Sampler):
+        def __init__(self, model, vocab, precision="auto"):
+            super().__init__(model, vocab, precision)
+            chosen.append((precision, self.bfloat16))
+    monkeypatch.setattr(sample_module, "Sampler", Recording)
+    common = ["-n", "80", "--seed", "4"]
+    texts = [sample(trained, *common, *extra).stdout
+             for extra in ([], ["--precision", "float32"], ["--precision", "bfloat16"])]
+    # the tiny model is far below the size limit: auto keeps float32, the same text
+    assert chosen == [("auto", False), ("float32", False), ("bfloat16", True)]
+    assert texts[0] == texts[1] and len(texts[2]) == 80
+    result = run("sample", trained.ckpt, "--precision", "half")
+    assert result.exit_code == 2 and "half" in result.stderr
+
+
 def test_prime_is_written_first_and_not_counted(trained):
     prime = "The lazy dog"
     result = sample(trained, "-n", "50", "--seed", "3", "--prime", prime, "--separator", "")

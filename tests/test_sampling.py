@@ -295,7 +295,7 @@ def test_prepare_loads_the_generation_kernel_and_changes_nothing(sampler):
 
 def test_bfloat16_generation_is_float32_generation_with_rounded_weights(any_depth_model,
                                                                         monkeypatch):
-    # --bfloat16 stores the multiplied weights (Wh, Wx above the first layer, Wy) as
+    # bfloat16 precision stores the multiplied weights (Wh, Wx above the first layer, Wy) as
     # bfloat16 and widens them exactly, so it must equal float32 generation from a model
     # whose weights were rounded the same way, bit for bit, split among threads or not.
     from charrnn import parallel, sample
@@ -311,13 +311,33 @@ def test_bfloat16_generation_is_float32_generation_with_rounded_weights(any_dept
         monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
         monkeypatch.setattr(parallel, "_threads", threads)
         results = []
-        for s in (Sampler(model, vocab, bfloat16=True), Sampler(rounded, vocab)):
+        for s in (Sampler(model, vocab, "bfloat16"), Sampler(rounded, vocab, "float32")):
             h, c = s.zero_state()
             out = np.empty(300, np.int64)
             s.generate_into(1, np.random.default_rng(9).random(300), Decoding(0.9), h, c, out)
             results.append((out, h, c))
         for got, want in zip(results[0], results[1]):
             np.testing.assert_array_equal(got, want)
+
+
+def test_auto_precision_rounds_to_bfloat16_only_from_the_size_limit(toy_model, monkeypatch):
+    from charrnn import sample
+    model, vocab = toy_model
+    p = model.params
+    multiplied = sum(view.size for name, view in p.items()
+                     if name == "Wy" or name.startswith("Wh") or
+                     (name.startswith("Wx") and name != "Wx0"))
+    monkeypatch.setattr(sample, "BFLOAT16_FROM_BYTES", 4 * multiplied)  # exactly at it
+    assert not Sampler(model, vocab).bfloat16
+    assert Sampler(model, vocab, "bfloat16").bfloat16
+    monkeypatch.setattr(sample, "BFLOAT16_FROM_BYTES", 4 * multiplied - 1)
+    auto, exact = Sampler(model, vocab), Sampler(model, vocab, "float32")
+    assert auto.bfloat16 and not exact.bfloat16
+    assert auto.Wy_panels.dtype == np.uint16 and exact.Wy_panels.dtype == np.float32
+    wide = Model(model.config, model.flat, dtype=np.float64)  # only float32 is rounded
+    assert not Sampler(wide, vocab, "bfloat16").bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        Sampler(model, vocab, "float16")
 
 
 def test_bfloat16_rounds_to_nearest_even():
