@@ -211,7 +211,11 @@ class Model:
                 parallel.matmul(x, p[f"Wx{layer}"], gx)
                 gx += p[f"b{layer}"]
             inputs.append(x)
-            hs = np.empty((T, N, H), self.dtype)  # (T, N, H) outputs per step
+            # (T + 1, N, H): the initial state, then the outputs of every step, so each
+            # step's h_prev is one array for the dWh product (one GEMM, not two)
+            states = np.empty((T + 1, N, H), self.dtype)
+            states[0] = h0[layer]
+            hs = states[1:]  # (T, N, H) outputs per step
             cs = np.empty((T, N, H), self.dtype)
             acts = np.empty((T, N, GH), self.dtype)
             aux = np.empty((T, N, H), self.dtype)
@@ -220,11 +224,11 @@ class Model:
             counters = np.zeros(1, np.int64)  # for the threads' meetings (kernels/sync.py)
             parallel.run_parts(recurrent_forward, [
                 (cell, gx.reshape(T, N, GH), packed_panels(unit_columns(Wh, G, j0, j1)), bn,
-                 h0[layer], c0[layer], hs, cs, acts, aux,
+                 states[0], c0[layer], hs, cs, acts, aux,
                  np.empty((N, padded_columns(G * (j1 - j0), self.dtype)), self.dtype),
                  j0, j1, len(parts), counters)
                 for j0, j1 in parts])
-            layer_caches.append((hs, cs, acts, aux))
+            layer_caches.append((states, cs, acts, aux))
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
         logits = parallel.matmul(x, p["Wy"], np.empty((M, cfg.vocab_size), self.dtype))
@@ -232,7 +236,7 @@ class Model:
         losses = np.empty(M, np.float64)
         parallel.run_parts(softmax_xent, [(logits[lo:hi], ys[lo:hi], scale, losses[lo:hi])
                                           for lo, hi in parallel.row_ranges(M, 256)])
-        h_final = np.stack([hs[-1] for hs, _, _, _ in layer_caches])
+        h_final = np.stack([states[-1] for states, _, _, _ in layer_caches])
         c_final = np.stack([cs[-1] for _, cs, _, _ in layer_caches])
         cache = (xs, h0, c0, masks, inputs, layer_caches, x, logits) if need_grad else None
         return losses, h_final, c_final, cache
@@ -277,7 +281,7 @@ class Model:
         dgx = np.empty((T, N, GH), self.dtype)  # reused by every layer
         dgh = np.empty((T, N, GH), self.dtype) if cell == CELL_GRU else dgx
         for layer in range(L - 1, -1, -1):
-            hs, cs, acts, aux = layer_caches[layer]
+            states, cs, acts, aux = layer_caches[layer]
             dhs = dx.reshape(T, N, H)
             if masks is not None:
                 dhs = dhs * masks[layer]
@@ -287,20 +291,16 @@ class Model:
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
             parallel.run_parts(recurrent_backward, [
-                (cell, packed_panels(Wh[j0:j1].T), h0[layer], c0[layer], hs, cs, acts, aux,
-                 dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], j0, j1, len(parts),
+                (cell, packed_panels(Wh[j0:j1].T), states[0], c0[layer], states[1:], cs, acts,
+                 aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], j0, j1, len(parts),
                  counters)
                 for k, (j0, j1) in enumerate(parts)])
             if cell == CELL_GRU:
                 dbn_parts.sum(axis=0, out=g[f"bn{layer}"])
             dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)
-            # dWh = sum_t h_{t-1}^T dgh_t as two GEMMs: the first step, then the rest.
-            dWh = g[f"Wh{layer}"]
-            if T > 1:
-                parallel.matmul_tn(hs[:-1].reshape(M - N, H), dgh_rows[N:], dWh)
-                dWh += h0[layer].T @ dgh[0]
-            else:
-                np.matmul(h0[layer].T, dgh[0], out=dWh)
+            # dWh = sum_t h_{t-1}^T dgh_t: h_{t-1} is states[t]. (A separate outer
+            # product for the first step took 88 us at batch 1, as long as this GEMM.)
+            parallel.matmul_tn(states[:-1].reshape(M, H), dgh_rows, g[f"Wh{layer}"])
             dgx_rows.sum(axis=0, out=g[f"b{layer}"])
             if layer == 0 and not cfg.embed:
                 scatter_add_rows(xs, dgx_rows, g["Wx0"])
