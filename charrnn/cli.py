@@ -534,7 +534,7 @@ def info(checkpoint, as_json):
         return "n/a" if value is None else f"{value:.4f} bits/char"
     lines = [
         f"cell          {cfg.cell}, {cfg.layers} layer(s) x {cfg.hidden} hidden",
-        f"input         " + (f"embedding {cfg.embed}" if cfg.embed else "one-hot"),
+        "input         " + (f"embedding {cfg.embed}" if cfg.embed else "one-hot"),
         f"dropout       {cfg.dropout}",
         f"vocabulary    {vocab.size} chars: {vocab.preview()}",
         f"parameters    {summary['params']:,}",

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import parallel
-from .kernels import CELL_CODES, CELL_GATES, CELL_GRU, CELL_LSTM
+from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
 from .kernels.panels import pack_panels, padded_columns, panel_width, to_bfloat16
 from .kernels.recurrent import recurrent_backward, recurrent_forward

@@ -634,5 +634,6 @@ def test_train_fills_unchosen_lr_and_dropout_from_the_budget(tmp_path, limits, l
     given = run("train", corpus, "-o", tmp_path / "g.ckpt", "--hidden", "16", "--layers",
                 "1", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "--quiet",
                 "--lr", "0.02", "--dropout", "0.1", *limits)
+    assert given.exit_code == 0, given.stderr
     header, _ = load_checkpoint(str(tmp_path / "g.ckpt"))
     assert (header["training"]["options"]["lr"], header["model"]["dropout"]) == (0.02, 0.1)

@@ -10,7 +10,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from charrnn import corpus as corpus_module
 from charrnn.corpus import (BatchStream, Corpus, CorpusError, IdFile, cache_dir, corpus_ids,
                             iter_text, read_text, split_ids)
 from charrnn.vocab import Vocab

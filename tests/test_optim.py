@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from charrnn import parallel
 from charrnn.optim import Adam, clip_by_global_norm, global_norm
 
 
@@ -54,7 +55,7 @@ def test_adam_step_matches_the_formula():
 def test_global_norm_is_the_same_on_any_thread_count(monkeypatch):
     # Data-parallel replicas may run on machines with different core counts; they clip
     # the same gradient, so the norm may not depend on how threads shared the sum.
-    from charrnn import optim, parallel
+    from charrnn import optim
     monkeypatch.setattr(optim, "NORM_BLOCK", 1000)
     monkeypatch.setattr(optim, "NORM_BLOCKS_PER_THREAD", 1)
     grads = np.random.default_rng(7).standard_normal(7_500).astype(np.float32) * 1e3
@@ -66,9 +67,13 @@ def test_global_norm_is_the_same_on_any_thread_count(monkeypatch):
     assert norms.pop() == pytest.approx(np.linalg.norm(grads.astype(np.float64)), rel=1e-12)
 
 
-def test_adam_float32_step_matches_the_float64_formula():
+def test_adam_float32_step_matches_the_float64_formula(monkeypatch):
+    from charrnn import optim
+    monkeypatch.setattr(optim, "ADAM_MIN_PER_THREAD", 1 << 14)
+    monkeypatch.setattr(parallel, "_threads", 3)
+    assert len(parallel.row_ranges(70_001, optim.ADAM_MIN_PER_THREAD)) == 3  # threads share it
     rng = np.random.default_rng(1)
-    params = rng.standard_normal(70_001).astype(np.float32)  # more than one thread's share
+    params = rng.standard_normal(70_001).astype(np.float32)
     grads = rng.standard_normal(70_001).astype(np.float32)
     adam = Adam(params.size, np.float32)
     expected = params.astype(np.float64)
