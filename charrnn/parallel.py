@@ -17,12 +17,20 @@ from contextlib import contextmanager
 import numpy as np
 
 MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
+MIN_ROWS_PER_PRODUCT = 64  # rows of a matrix product per thread, at least
 MIN_UNITS_PER_PART = 32  # a recurrent layer's units per thread, at least
 UNIT_SPLIT_WIDTH = 256  # layers this wide split units, narrower ones the batch (batch_pieces)
 UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
 _pool: ThreadPoolExecutor | None = None
 _threads = 0
-_this_thread = threading.local()  # .alone: this thread runs one piece of a split batch
+_cores = 0  # the cores this process may use, asked once
+
+
+class _ThisThread(threading.local):
+    alone = False  # this thread runs one piece of a split batch
+
+
+_this_thread = _ThisThread()
 
 
 def set_thread_count(count: int) -> None:
@@ -33,13 +41,15 @@ def set_thread_count(count: int) -> None:
 def thread_count() -> int:
     """Threads to use: set_thread_count's value, else the cores this process may use;
     1 inside one_thread_per_piece."""
-    if getattr(_this_thread, "alone", False):
+    global _cores
+    if _this_thread.alone:
         return 1
     if _threads:
         return _threads
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    if not _cores:  # a system call: a train step asks about 20 times
+        _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    return _cores
 
 
 def row_ranges(rows: int, min_rows: int = MIN_ROWS_PER_PART) -> list[tuple[int, int]]:
@@ -111,16 +121,21 @@ def run_parts(function, arguments: list[tuple]) -> list:
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a @ b, rows of a split across threads. a (M, K), b (K, P), out (M, P)."""
+    if a.shape[0] < 2 * MIN_ROWS_PER_PRODUCT or thread_count() == 1:
+        return np.matmul(a, b, out=out)  # one piece: no closure, no hand-off
+
     def piece(lo, hi):
         np.matmul(a[lo:hi], b, out=out[lo:hi])
-    run_parts(piece, row_ranges(a.shape[0], 64))
+    run_parts(piece, row_ranges(a.shape[0], MIN_ROWS_PER_PRODUCT))
     return out
 
 
 def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a.T @ b, the shared rows split across threads, each summing into its own
     buffer; the buffers are added afterwards. a (M, K), b (M, P), out (K, P)."""
-    ranges = row_ranges(a.shape[0], 64)
+    if a.shape[0] < 2 * MIN_ROWS_PER_PRODUCT or thread_count() == 1:
+        return np.matmul(a.T, b, out=out)
+    ranges = row_ranges(a.shape[0], MIN_ROWS_PER_PRODUCT)
     partials = [out] + [np.empty_like(out) for _ in ranges[1:]]
 
     def piece(k, lo, hi):

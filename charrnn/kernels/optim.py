@@ -2,7 +2,10 @@
 one loop updates them all and one allreduce can sum their gradients)."""
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -23,27 +26,78 @@ def adam_update(params, grads, m, v, coefficients):
         params[k] -= step_size * m[k] / (np.sqrt(v[k]) + eps)
 
 
+LANES = 16  # running sums of sum_of_squares, each over every 16th element
+
+
+@intrinsic
+def _lane_sums_of_squares(typingctx, x, start, stop, lanes):
+    """lanes[j] = the float64 sum of x[k]**2 for k = start + j, start + j + LANES, ...
+    below stop (stop - start a multiple of LANES), each one fused multiply-add per k.
+
+    LLVM IR (as in panels.py): Numba keeps a reduction scalar, one add waiting for the
+    last (0.4 ns per element even with four running sums); a vector of 16 float64 sums
+    is a fixed order of additions however wide the CPU's vectors are (LLVM splits it
+    for AVX2), so the sum is the same on every machine. 65,536 elements: 24.6 -> 4.6 us."""
+    if not (isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
+            and x.layout == "C" and isinstance(lanes, types.Array)
+            and lanes.dtype == types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        x_array = context.make_array(signature.args[0])(context, builder, args[0])
+        lanes_array = context.make_array(signature.args[3])(context, builder, args[3])
+        start, stop = args[1], args[2]
+        element = context.get_data_type(signature.args[0].dtype)
+        i64, double = ir.IntType(64), ir.DoubleType()
+        sums_type = ir.VectorType(double, LANES)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(sums_type, [sums_type] * 3), f"llvm.fma.v{LANES}f64")
+        zero = ir.Constant(sums_type, [ir.Constant(double, 0.0)] * LANES)
+        entry = builder.block
+        loop = builder.append_basic_block("squares.loop")
+        done = builder.append_basic_block("squares.done")
+        builder.cbranch(builder.icmp_signed("<", start, stop), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(start, entry)
+        sums = builder.phi(sums_type)
+        sums.add_incoming(zero, entry)
+        pointer = builder.bitcast(builder.gep(x_array.data, [k]),
+                                  ir.VectorType(element, LANES).as_pointer())
+        values = builder.load(pointer, align=context.get_abi_sizeof(element))
+        if element != double:
+            values = builder.fpext(values, sums_type)
+        updated = builder.call(fma, [values, values, sums])
+        next_k = builder.add(k, ir.Constant(i64, LANES))
+        sums.add_incoming(updated, builder.block)
+        k.add_incoming(next_k, builder.block)
+        builder.cbranch(builder.icmp_signed("<", next_k, stop), loop, done)
+        builder.position_at_end(done)
+        result = builder.phi(sums_type)
+        result.add_incoming(zero, entry)
+        result.add_incoming(updated, loop)
+        builder.store(result, builder.bitcast(lanes_array.data, sums_type.as_pointer()),
+                      align=8)
+        return context.get_dummy_value()
+    return types.void(x, types.int64, types.int64, lanes), codegen
+
+
 @njit(cache=True, error_model="numpy", nogil=True)
 def sum_of_squares(x):
-    """Sum of x[k]**2 accumulated in float64, for the global gradient norm. Four running
-    sums over interleaved elements: one sum waits for each add to finish (measured
-    0.9 ns per element); four independent ones keep the adder busy, in a fixed order."""
+    """Sum of x[k]**2 accumulated in float64, for the global gradient norm: LANES
+    running sums (see _lane_sums_of_squares), then the last few elements, in a fixed
+    order."""
     n = x.shape[0]
-    s0 = s1 = s2 = s3 = 0.0
-    k = 0
-    while k + 4 <= n:
-        a, b = np.float64(x[k]), np.float64(x[k + 1])
-        c, d = np.float64(x[k + 2]), np.float64(x[k + 3])
-        s0 += a * a
-        s1 += b * b
-        s2 += c * c
-        s3 += d * d
-        k += 4
-    while k < n:
-        a = np.float64(x[k])
-        s0 += a * a
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+    whole = n - n % LANES
+    lanes = np.empty(LANES)
+    _lane_sums_of_squares(x, 0, whole, lanes)
+    total = 0.0
+    for k in range(whole, n):
+        value = np.float64(x[k])
+        total += value * value
+    for j in range(LANES):
+        total += lanes[j]
+    return total
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
