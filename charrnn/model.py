@@ -101,7 +101,10 @@ def packed_panels(W: np.ndarray, bfloat16: bool = False) -> np.ndarray:
     width = panel_width(W.dtype)
     panels = np.empty((*lead, padded_columns(C, W.dtype) // width, K, width),
                       np.uint16 if bfloat16 else W.dtype)
-    for index in np.ndindex(*lead):  # one empty index for a single matrix
+    if not lead:  # a single matrix (every training step): no index loop
+        pack_panels(to_bfloat16(W) if bfloat16 else W, panels)
+        return panels
+    for index in np.ndindex(*lead):
         pack_panels(to_bfloat16(W[index]) if bfloat16 else W[index], panels[index])
     return panels
 
@@ -271,7 +274,7 @@ class Model:
         L, N, H = h0.shape
         M, GH, T = xs.shape[0], cfg.gates * cfg.hidden, xs.shape[0] // N
         cell = CELL_CODES[cfg.cell]
-        grad_flat[:] = 0.0
+        # every gradient below is written whole, but for the two that rows scatter into
         parallel.matmul_tn(top, dlogits, g["Wy"])
         dlogits.sum(axis=0, out=g["by"])
         # (M, H) gradient w.r.t. the top layer's output
@@ -303,6 +306,7 @@ class Model:
             parallel.matmul_tn(states[:-1].reshape(M, H), dgh_rows, g[f"Wh{layer}"])
             dgx_rows.sum(axis=0, out=g[f"b{layer}"])
             if layer == 0 and not cfg.embed:
+                g["Wx0"][...] = 0.0
                 scatter_add_rows(xs, dgx_rows, g["Wx0"])
                 continue
             if layer == 0 and self.folds_embedding(M):
@@ -315,5 +319,6 @@ class Model:
             dx = parallel.matmul(dgx_rows, p[f"Wx{layer}"].T,
                                  np.empty((M, inputs[layer].shape[1]), self.dtype))  # (M, D)
             if layer == 0:
+                g["embed"][...] = 0.0
                 scatter_add_rows(xs, dx, g["embed"])
         return dh0, dc0

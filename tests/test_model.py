@@ -145,6 +145,22 @@ def test_gradients_match_central_differences(cell, embed, threads, monkeypatch):
             assert np.abs(grad).max() > 1e-3, name
 
 
+@pytest.mark.parametrize("embed, batch", [(0, 2), (3, 2), (3, 1)])  # (3, 1): not folded
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_overwrites_every_gradient(cell, embed, batch):
+    """backward writes each gradient whole (zeroing only those rows scatter into), so
+    whatever the buffers held before cannot leak into a step's gradient."""
+    case = make_case(cell, embed, batch=batch)
+    assert case.model.folds_embedding(batch * T) == (embed and batch == 2)
+    clean = analytic_gradients(case)
+    case.model.grad_flat[:] = np.nan
+    for piece in case.model._piece_grads:
+        piece[:] = np.nan
+    again = analytic_gradients(case)
+    for name in clean:
+        np.testing.assert_array_equal(again[name], clean[name], err_msg=name)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradients_match_with_and_without_the_folded_embedding(cell):
     """Layer 0 looks rows up in embed @ Wx0 when the batch has more rows than the
