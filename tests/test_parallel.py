@@ -1,0 +1,54 @@
+"""charrnn.parallel: how work is shared among threads, and that every sharing gives the
+product or split it promises."""
+
+import numpy as np
+import pytest
+
+from charrnn import parallel
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    def use(count):
+        monkeypatch.setattr(parallel, "_threads", count)
+    return use
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("rows, columns", [(500, 65), (500, 512), (130, 40), (20, 512)])
+def test_products_equal_numpy_on_any_thread_count(threads, count, rows, columns):
+    threads(count)
+    rng = np.random.default_rng([rows, columns])
+    a = rng.standard_normal((rows, 48))
+    b = rng.standard_normal((rows, columns))
+    out = np.full((48, columns), np.nan)
+    assert parallel.matmul_tn(a, b, out) is out
+    np.testing.assert_allclose(out, a.T @ b, rtol=1e-12, atol=1e-12)
+    w = rng.standard_normal((48, columns))
+    out = np.full((rows, columns), np.nan)
+    assert parallel.matmul(a, w, out) is out
+    np.testing.assert_allclose(out, a @ w, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_pieces_split_rows_of_narrow_layers_and_units_of_wide_ones(threads):
+    threads(2)
+    assert parallel.batch_pieces(50, 128) == [(0, 25), (25, 50)]
+    assert parallel.layer_units(128) == [(0, 128)]
+    assert parallel.batch_pieces(50, 512) == [(0, 50)]
+    assert parallel.layer_units(512) == [(0, 256), (256, 512)]
+    assert parallel.batch_pieces(1, 128) == [(0, 1)]
+    threads(1)
+    assert parallel.batch_pieces(50, 128) == [(0, 50)]
+    assert parallel.layer_units(512) == [(0, 512)]
+
+
+def test_inside_a_piece_work_stays_on_its_thread(threads):
+    threads(3)
+    seen = parallel.run_parts(lambda k: (k, parallel.thread_count()), [(0,), (1,)])
+    assert seen == [(0, 3), (1, 3)]  # results in order; outside pieces, all threads
+
+    def piece(k):
+        with parallel.one_thread_per_piece(2):
+            return parallel.thread_count(), len(parallel.row_ranges(1000, 1))
+    assert parallel.run_parts(piece, [(0,), (1,)]) == [(1, 1), (1, 1)]
+    assert parallel.thread_count() == 3  # and back to all threads afterwards
