@@ -19,7 +19,8 @@ import numpy as np
 MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
 MIN_ROWS_PER_PRODUCT = 64  # rows of a matrix product per thread, at least
 MIN_UNITS_PER_PART = 32  # a recurrent layer's units per thread, at least
-UNIT_SPLIT_WIDTH = 256  # layers this wide split units, narrower ones the batch (batch_pieces)
+UNIT_SPLIT_WIDTH = 256  # layers this wide split their units when the batch is not split
+PIECES_BELOW_WIDTH = 384  # batches of narrower layers split into row pieces (batch_pieces)
 UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
 _pool: ThreadPoolExecutor | None = None
 _threads = 0
@@ -63,22 +64,25 @@ def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
     layers: [(lo, hi)] row pieces, each run start to finish by one thread, or the
     whole batch, [(0, rows)], whose layers then split their units (layer_units).
 
-    Pieces need no meetings, but every thread streams all of each Wh every step;
-    splitting units keeps each thread's share of Wh in its own cache, but the threads
-    meet once per step and read each other's halves of the state. Measured per step
-    (2 cores, batch 32): rows win at 128 units (47 vs 55 us), units at 256 (145 vs
-    186 us) and 512 (587 vs 1,474 us); at batch 1 and 128 units, one thread beats two
-    that meet (2.0 vs 2.8 ms per train step)."""
-    if len(layer_units(units)) > 1:
+    Pieces need no meetings and only two hand-offs per step, but every thread streams
+    all of each Wh every step; splitting units keeps each thread's share of Wh in its
+    own cache, but the threads meet once per time step and hand off at every stage.
+    Forward + backward per step, 2 threads, LSTM (best of 3, two runs each): 256 units,
+    batch 32 x 64: pieces 41.9-42.9 ms, units 44.8-51.2; 384: 90-91 vs 94-98 at batch
+    32, 118 vs 112 at batch 50; 512 x batch 50: 210 vs 197. A batch of one row has no
+    pieces: its layers split their units from UNIT_SPLIT_WIDTH (scoring a text)."""
+    if units >= PIECES_BELOW_WIDTH:
         return [(0, rows)]
     return row_ranges(rows, 1)
 
 
 def layer_units(units: int) -> list[tuple[int, int]]:
     """The (j0, j1) unit ranges of a recurrent layer, one per thread; the threads meet
-    once per step. Layers from UNIT_SPLIT_WIDTH units split (see batch_pieces), with
-    boundaries on multiples of UNIT_ALIGN, so each thread writes its own cache lines of
-    the shared arrays; narrower layers run on one thread."""
+    once per step. Layers from UNIT_SPLIT_WIDTH units split, with boundaries on
+    multiples of UNIT_ALIGN, so each thread writes its own cache lines of the shared
+    arrays; narrower layers run on one thread: at batch 1 and 128 units, one thread
+    beat two that meet (2.0 vs 2.8 ms per train step). Inside a batch piece there is
+    one thread (one_thread_per_piece)."""
     return unit_ranges(units) if units >= UNIT_SPLIT_WIDTH else [(0, units)]
 
 

@@ -457,6 +457,7 @@ def split_units(monkeypatch):
     from charrnn import parallel
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", 1)
     monkeypatch.setattr(parallel, "_threads", 3)
     assert [j1 - j0 for j0, j1 in parallel.layer_units(H)] == [1, 1, 2]
     assert parallel.batch_pieces(N, H) == [(0, N)]
@@ -474,13 +475,15 @@ def test_threads_give_the_results_of_one_thread(cell, monkeypatch):
     from charrnn import parallel
     results = []
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
-    # (3, 1), (2, 1): units split; (2, 32), (3, 32): the batch split into row pieces
-    for threads, min_units in ((1, 32), (3, 1), (2, 1), (2, 32), (3, 32)):
-        monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", min_units)
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    # (3, 1), (2, 1): units split; (2, 1000), (3, 1000): the batch split into row pieces
+    for threads, pieces_below in ((1, 1000), (3, 1), (2, 1), (2, 1000), (3, 1000)):
+        monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", pieces_below)
         monkeypatch.setattr(parallel, "_threads", threads)
-        pieces = threads if min_units == 32 else 1
+        pieces = threads if pieces_below > H else 1
         assert len(parallel.batch_pieces(3, H)) == pieces
-        assert len(parallel.layer_units(H)) == threads // pieces
+        if pieces == 1:  # the layers split their units (inside a piece: one thread)
+            assert len(parallel.layer_units(H)) == threads
         case = make_case(cell, 3, steps=7, batch=3)
         loss, losses, h, c = case.forward()
         dh0, dc0 = case.model.backward()

@@ -30,13 +30,17 @@ def test_products_equal_numpy_on_any_thread_count(threads, count, rows, columns)
     np.testing.assert_allclose(out, a @ w, rtol=1e-12, atol=1e-12)
 
 
-def test_batch_pieces_split_rows_of_narrow_layers_and_units_of_wide_ones(threads):
+def test_batch_pieces_split_rows_below_384_units_and_wide_layers_their_units(threads):
     threads(2)
     assert parallel.batch_pieces(50, 128) == [(0, 25), (25, 50)]
     assert parallel.layer_units(128) == [(0, 128)]
     assert parallel.batch_pieces(50, 512) == [(0, 50)]
     assert parallel.layer_units(512) == [(0, 256), (256, 512)]
     assert parallel.batch_pieces(1, 128) == [(0, 1)]
+    assert parallel.layer_units(128) == [(0, 128)]  # B1: one thread
+    assert parallel.batch_pieces(32, 256) == [(0, 16), (16, 32)]
+    assert parallel.batch_pieces(1, 256) == [(0, 1)]  # scoring one stream
+    assert parallel.layer_units(256) == [(0, 128), (128, 256)]
     threads(1)
     assert parallel.batch_pieces(50, 128) == [(0, 50)]
     assert parallel.layer_units(512) == [(0, 512)]

@@ -56,7 +56,7 @@ def recurrent_forward(cell, gx, Wh_panels, bn, h0, c0, hs, cs, acts, aux, gh, j0
     acts (T, N, GH) and aux (T, N, H) caches for the backward. Scratch: gh
     (N, panels.padded_columns(G*U)), this thread's own.
 
-    Threads that split a layer's units (parallel.layer_parts) each keep only their
+    Threads that split a layer's units (parallel.layer_units) each keep only their
     units' columns of Wh, which stay in their core's cache, but every step needs every
     unit of the step before, so the `parts` threads meet (sync.meet on counters) once
     per step. (Threads that split the batch instead run separate calls on their own
