@@ -14,8 +14,7 @@ import numpy as np
 
 from . import parallel
 from .kernels import CELL_CODES
-from .kernels.recurrent import matvec_into, stack_step
-from .kernels.sampling import generate, score_tokens
+from .kernels.sampling import generate, score_tokens, step_logits, step_scratch
 from .model import packed_panels, unit_columns
 
 LN2 = math.log(2.0)
@@ -81,6 +80,14 @@ class Sampler:
             precision == "auto" and multiplied * 4 > BFLOAT16_FROM_BYTES))
         self.Wy_panels = packed_panels(self.Wy, self.bfloat16)
         self.unit_parts = self.split_weights()
+        # scoring and beam search: every weight as trained, all units on one thread
+        whole = self.unit_parts[0]
+        if self.bfloat16 or len(self.unit_parts) > 1:
+            whole = (0, H, self.table0, packed_panels(self.Wx_up), self.b_up,
+                     packed_panels(self.Wh))
+        self.step_weights = (self.cell, self.table0, whole[3], self.b_up, whole[5], self.bn,
+                             packed_panels(self.Wy) if self.bfloat16 else self.Wy_panels,
+                             self.by)
 
     def split_weights(self) -> list[tuple]:
         """Per generating thread: (j0, j1, table0, Wx_up, b_up, Wh) with the columns
@@ -121,9 +128,6 @@ class Sampler:
         shape = (self.config.layers, self.config.hidden)
         return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
 
-    def _weights(self):
-        return (self.cell, self.table0, self.Wx_up, self.b_up, self.Wh, self.bn)
-
     def token_losses(self, ids, h, c) -> np.ndarray:
         """Nats of ids[k + 1] given ids[:k + 1] for each k; advances (h, c) over ids[:-1].
 
@@ -135,7 +139,7 @@ class Sampler:
         losses = np.empty(max(len(ids) - 1, 0), np.float64)
         if len(ids) < BATCHED_SCORE_CHARS:
             if len(ids) > 1:
-                score_tokens(*self._weights(), self.Wy, self.by, ids, h, c, losses)
+                score_tokens(*self.step_weights, ids, h, c, losses)
             return losses
         for begin in range(0, len(ids) - 1, SCORE_CHUNK):
             end = min(begin + SCORE_CHUNK, len(ids) - 1)
@@ -186,19 +190,16 @@ class Sampler:
         else:
             token = self.first_token(rng)
             prefix, length = self.vocab.decode([token]), length - 1
-        L, H, GH = self.Wh.shape
-        scratch = [np.empty((1, GH), self.dtype), np.empty((1, GH), self.dtype),
-                   np.empty((1, GH), self.dtype), np.empty((1, H), self.dtype)]
-        logits = np.empty(self.by.shape[0], self.dtype)
+        cell, table0, Wx_up, b_up, Wh, bn, Wy, by = self.step_weights
+        scratch = step_scratch(table0, Wh, Wy, self.dtype)
         beams = [(0.0, [], token, h, c)]  # (log-prob, ids, next input, h, c)
         for _ in range(max(length, 0)):
             candidates = []
             for score, ids, tok, bh, bc in beams:
                 bh, bc = bh.copy(), bc.copy()
-                stack_step(self.cell, self.table0, tok, self.Wx_up, self.b_up, self.Wh,
-                           self.bn, bh, bc, *scratch)
-                matvec_into(bh[-1], self.Wy, logits)
-                logp = (logits + self.by).astype(np.float64)
+                logits = step_logits(cell, table0, tok, Wx_up, b_up, Wh, bn, Wy, by, bh, bc,
+                                     scratch)
+                logp = logits.astype(np.float64)
                 logp[self.banned] = -np.inf
                 logp -= np.logaddexp.reduce(logp)
                 for nxt in np.argsort(-logp, kind="stable")[:width]:

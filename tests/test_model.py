@@ -309,7 +309,7 @@ def test_unused_cell_state_is_carried_not_garbage(cell):
 @pytest.mark.parametrize("embed", EMBEDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_sampler_token_losses_match_batched_forward(cell, embed, dtype):
-    # float32: the two paths sum in different orders (BLAS GEMM vs matvec_into); see
+    # float32: the two paths sum in different orders (BLAS GEMM vs packed panels); see
     # F32_ATOL below for the size of float32 rounding here.
     tol = 1e-12 if dtype == np.float64 else F32_ATOL
     steps = 6

@@ -112,45 +112,25 @@ def recurrent_backward(cell, WhT_panels, h0, c0, hs, cs, acts, aux, dhs, dgx, dg
     dc0[:, j0:j1] = dc
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
-def matvec_into(x, W, out):
-    """out (M) = x (K) @ W (K, M) for one row, where a BLAS call's overhead would
-    dominate. Four rows of W per sweep over out: the loop over M vectorises (no sum is
-    reassociated) and out is loaded and stored a quarter as often. "contract" lets
-    LLVM fuse each multiply-add into one FMA, as BLAS does: 1.5x here."""
-    K, M = W.shape
-    out[:] = 0.0
-    k = 0
-    while k + 4 <= K:
-        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
-        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
-        for m in range(M):
-            out[m] += x0 * w0[m] + x1 * w1[m] + x2 * w2[m] + x3 * w3[m]
-        k += 4
-    while k < K:
-        xk, wk = x[k], W[k]
-        for m in range(M):
-            out[m] += xk * wk[m]
-        k += 1
-
-
 @njit(cache=True, error_model="numpy")
-def stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux):
+def stack_step(cell, table0, token, Wx_up_panels, b_up, Wh_panels, bn, h, c, gx, gh, acts,
+               aux):
     """Advance every layer of a stack by one token (scoring short texts, beam search).
 
     Inputs: cell code; table0 (V, GH) layer-0 input projection with bias for each token;
-    token id; Wx_up (L-1, H, GH), b_up (L-1, GH) projections of layers above the first;
-    Wh (L, H, GH); bn (L, H). In/out: h, c (L, H). Scratch: gx, gh, acts (1, GH),
-    aux (1, H).
+    token id; Wx_up_panels, Wh_panels: the projections of the layers above the first
+    (L-1, H, GH) and the recurrent weights (L, H, GH), each matrix packed by
+    panels.pack_panels; b_up (L-1, GH); bn (L, H). In/out: h, c (L, H). Scratch: gx, gh
+    (1, panels.padded_columns(GH)), acts (1, GH), aux (1, H).
     """
-    L = Wh.shape[0]
+    L, GH = Wh_panels.shape[0], table0.shape[1]
     for layer in range(L):
         if layer == 0:
-            gx[0] = table0[token]
+            gx[0, :GH] = table0[token]
         else:
-            matvec_into(h[layer - 1], Wx_up[layer - 1], gx[0])
-            gx[0] += b_up[layer - 1]
-        matvec_into(h[layer], Wh[layer], gh[0])
+            panel_matmul(h[layer - 1:layer], Wx_up_panels[layer - 1], gx)
+            gx[0, :GH] += b_up[layer - 1]
+        panel_matmul(h[layer:layer + 1], Wh_panels[layer], gh)
         state_h, state_c = h[layer:layer + 1], c[layer:layer + 1]  # (1, H) views
         cell_block_forward(cell, gx, gh, bn[layer], state_h, state_c, state_h, state_c,
                            acts, aux, 0, state_h.shape[1])

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from .panels import panel_matmul
-from .recurrent import cell_block_forward, matvec_into, stack_step
+from .recurrent import cell_block_forward, stack_step
 from .sync import meet
 
 
@@ -68,36 +68,43 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
 
 
 @njit(cache=True)
-def step_scratch(Wh, by, dtype):
-    """Buffers reused by every one-token step: gx, gh, acts (1, GH), aux (1, H),
-    logits (V)."""
-    L, H, GH = Wh.shape
-    return (np.empty((1, GH), dtype), np.empty((1, GH), dtype), np.empty((1, GH), dtype),
-            np.empty((1, H), dtype), np.empty(by.shape[0], dtype))
+def step_scratch(table0, Wh_panels, Wy_panels, dtype):
+    """Buffers reused by every one-token step: gx, gh (1, padded GH), acts (1, GH),
+    aux (1, H), logits (1, padded V)."""
+    GH, H = table0.shape[1], Wh_panels.shape[2]
+    padded = Wh_panels.shape[1] * Wh_panels.shape[3]
+    return (np.empty((1, padded), dtype), np.empty((1, padded), dtype),
+            np.empty((1, GH), dtype), np.empty((1, H), dtype),
+            np.empty((1, Wy_panels.shape[0] * Wy_panels.shape[2]), dtype))
 
 
 @njit(cache=True)
-def step_logits(cell, table0, token, Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch):
-    """Advance the stack by one token and leave the next token's logits in scratch[-1]."""
+def step_logits(cell, table0, token, Wx_up_panels, b_up, Wh_panels, bn, Wy_panels, by, h, c,
+                scratch):
+    """Advance the stack by one token and return the next token's logits (V), a view
+    of scratch[-1]."""
     gx, gh, acts, aux, logits = scratch
-    stack_step(cell, table0, token, Wx_up, b_up, Wh, bn, h, c, gx, gh, acts, aux)
-    matvec_into(h[h.shape[0] - 1], Wy, logits)
-    logits += by
+    stack_step(cell, table0, token, Wx_up_panels, b_up, Wh_panels, bn, h, c, gx, gh, acts,
+               aux)
+    panel_matmul(h[h.shape[0] - 1:], Wy_panels, logits)
+    V = by.shape[0]
+    logits[0, :V] += by
+    return logits[0, :V]
 
 
 @njit(cache=True)
-def score_tokens(cell, table0, Wx_up, b_up, Wh, bn, Wy, by, ids, h, c, losses):
+def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, Wy_panels, by, ids, h, c,
+                 losses):
     """Negative log-likelihood (nats) of ids[k + 1] given ids[:k + 1], for every k.
 
-    Inputs: weights as for stack_step, Wy (H, V), by (V); ids (K). In/out: h, c (L, H),
-    carried across calls.
-    Output: losses (K - 1).
+    Inputs: weights as for stack_step, Wy_panels: Wy (H, V) packed, by (V); ids (K).
+    In/out: h, c (L, H), carried across calls. Output: losses (K - 1).
     """
-    scratch = step_scratch(Wh, by, h.dtype)
-    logits = scratch[-1]
+    scratch = step_scratch(table0, Wh_panels, Wy_panels, h.dtype)
     V = by.shape[0]
     for k in range(ids.shape[0] - 1):
-        step_logits(cell, table0, ids[k], Wx_up, b_up, Wh, bn, Wy, by, h, c, scratch)
+        logits = step_logits(cell, table0, ids[k], Wx_up_panels, b_up, Wh_panels, bn,
+                             Wy_panels, by, h, c, scratch)
         top = logits.max()
         total = 0.0
         for v in range(V):
