@@ -80,9 +80,9 @@ def layer_units(units: int) -> list[tuple[int, int]]:
     """The (j0, j1) unit ranges of a recurrent layer, one per thread; the threads meet
     once per step. Layers from UNIT_SPLIT_WIDTH units split, with boundaries on
     multiples of UNIT_ALIGN, so each thread writes its own cache lines of the shared
-    arrays; narrower layers run on one thread: at batch 1 and 128 units, one thread
-    beat two that meet (2.0 vs 2.8 ms per train step). Inside a batch piece there is
-    one thread (one_thread_per_piece)."""
+    arrays; narrower layers run on one thread: at batch 1 and 128 units (B1), one
+    thread beat two that meet (1.65-1.75 vs 2.24-2.27 ms per train step). Inside a batch
+    piece there is one thread (one_thread_per_piece)."""
     return unit_ranges(units) if units >= UNIT_SPLIT_WIDTH else [(0, units)]
 
 
@@ -93,11 +93,11 @@ def one_thread_per_piece(pieces: int):
     if pieces == 1:
         yield
         return
-    _this_thread.alone = True
+    before, _this_thread.alone = _this_thread.alone, True
     try:
         yield
     finally:
-        _this_thread.alone = False
+        _this_thread.alone = before
 
 
 def unit_ranges(units: int) -> list[tuple[int, int]]:

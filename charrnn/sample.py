@@ -7,6 +7,7 @@ the first characters appear at once and long runs cost no Python per character.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,19 @@ BFLOAT16_FROM_BYTES = 4 << 20
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+def generates_in_bfloat16(model, precision: str = "auto") -> bool:
+    """Whether generation multiplies by bfloat16 weights: asked for, or "auto" and the
+    float32 weights it multiplies (Wx above the first layer, every Wh, Wy) are above
+    BFLOAT16_FROM_BYTES. Only float32 models are ever rounded."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    multiplied = sum(view.size for name, view in model.params.items()
+                     if name == "Wy" or name.startswith("Wh")
+                     or (name.startswith("Wx") and name != "Wx0"))
+    return model.dtype == np.float32 and (precision == "bfloat16" or (
+        precision == "auto" and multiplied * 4 > BFLOAT16_FROM_BYTES))
+
+
 @dataclass(frozen=True)
 class Decoding:
     temperature: float = 1.0  # > 0; lower is more conservative
@@ -48,12 +62,10 @@ class Sampler:
     first layer's input projection turned into a (V, GH) lookup table."""
 
     def __init__(self, model, vocab, precision: str = "auto"):
-        """precision of the weights generation multiplies by: "bfloat16" rounds them
-        (float32 models only), half the memory read per character; "auto" does so from
-        BFLOAT16_FROM_BYTES of them; "float32" never. Scoring and beam search always use
-        the weights as trained."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        """precision of the weights generation multiplies by (generates_in_bfloat16):
+        bfloat16 halves the memory read per character. Scoring and beam search always
+        use the weights as trained."""
+        self.bfloat16 = generates_in_bfloat16(model, precision)
         cfg, p = model.config, model.params
         self.model, self.vocab, self.config = model, vocab, cfg
         self.cell = CELL_CODES[cfg.cell]
@@ -75,19 +87,23 @@ class Sampler:
         if vocab.unknown_id is not None:
             self.banned[vocab.unknown_id] = True
         self.dtype = dtype
-        multiplied = self.Wx_up.size + self.Wh.size + self.Wy.size
-        self.bfloat16 = dtype == np.float32 and (precision == "bfloat16" or (
-            precision == "auto" and multiplied * 4 > BFLOAT16_FROM_BYTES))
         self.Wy_panels = packed_panels(self.Wy, self.bfloat16)
         self.unit_parts = self.split_weights()
-        # scoring and beam search: every weight as trained, all units on one thread
-        whole = self.unit_parts[0]
-        if self.bfloat16 or len(self.unit_parts) > 1:
-            whole = (0, H, self.table0, packed_panels(self.Wx_up), self.b_up,
-                     packed_panels(self.Wh))
-        self.step_weights = (self.cell, self.table0, whole[3], self.b_up, whole[5], self.bn,
-                             packed_panels(self.Wy) if self.bfloat16 else self.Wy_panels,
-                             self.by)
+
+    @functools.cached_property
+    def step_weights(self) -> tuple:
+        """The one-token step's arguments (kernels/sampling.step_logits), for scoring and
+        beam search: every weight as trained, all units on one thread. Generation's
+        panels are those when it runs unsplit in the model's precision; else packed
+        here, once, when first needed (a plain `sample` never needs them)."""
+        if not self.bfloat16 and len(self.unit_parts) == 1:
+            _, _, _, Wx_up_panels, _, Wh_panels = self.unit_parts[0]
+            Wy_panels = self.Wy_panels
+        else:
+            Wx_up_panels, Wh_panels = packed_panels(self.Wx_up), packed_panels(self.Wh)
+            Wy_panels = packed_panels(self.Wy)
+        return (self.cell, self.table0, Wx_up_panels, self.b_up, Wh_panels, self.bn,
+                Wy_panels, self.by)
 
     def split_weights(self) -> list[tuple]:
         """Per generating thread: (j0, j1, table0, Wx_up, b_up, Wh) with the columns

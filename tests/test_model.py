@@ -145,14 +145,22 @@ def test_gradients_match_central_differences(cell, embed, threads, monkeypatch):
             assert np.abs(grad).max() > 1e-3, name
 
 
-@pytest.mark.parametrize("embed, batch", [(0, 2), (3, 2), (3, 1)])  # (3, 1): not folded
+# one-hot Wx0 in two pieces; the folded lookup (one thread: M = 6 > V); embed[x] @ Wx0
+# in one piece and in two (each piece's M = 3 < V)
+@pytest.mark.parametrize("embed, batch, threads, folds", [
+    (0, 2, 2, False), (3, 2, 1, True), (3, 1, 1, False), (3, 2, 2, False)])
 @pytest.mark.parametrize("cell", CELLS)
-def test_backward_overwrites_every_gradient(cell, embed, batch):
+def test_backward_overwrites_every_gradient(cell, embed, batch, threads, folds, monkeypatch):
     """backward writes each gradient whole (zeroing only those rows scatter into), so
     whatever the buffers held before cannot leak into a step's gradient."""
+    from charrnn import parallel
+    monkeypatch.setattr(parallel, "_threads", threads)
+    pieces = parallel.batch_pieces(batch, H)
+    assert len(pieces) == min(batch, threads)
     case = make_case(cell, embed, batch=batch)
-    assert case.model.folds_embedding(batch * T) == (embed and batch == 2)
+    assert case.model.folds_embedding(T * (pieces[0][1] - pieces[0][0])) == folds
     clean = analytic_gradients(case)
+    assert len(case.model._piece_grads) == len(pieces) - 1
     case.model.grad_flat[:] = np.nan
     for piece in case.model._piece_grads:
         piece[:] = np.nan
@@ -162,10 +170,13 @@ def test_backward_overwrites_every_gradient(cell, embed, batch):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradients_match_with_and_without_the_folded_embedding(cell):
+def test_gradients_match_with_and_without_the_folded_embedding(cell, monkeypatch):
     """Layer 0 looks rows up in embed @ Wx0 when the batch has more rows than the
     vocabulary (M = N * T > V) and multiplies embed[x] @ Wx0 otherwise; both paths
-    must pass the gradient check and give the same loss."""
+    must pass the gradient check and give the same loss. One thread: in pieces of
+    one row each, M = T < V would never fold."""
+    from charrnn import parallel
+    monkeypatch.setattr(parallel, "_threads", 1)
     folded = make_case(cell, 3, steps=T, batch=N)
     assert folded.model.folds_embedding(N * T)
     unfolded = make_case(cell, 3, steps=2, batch=1)

@@ -340,6 +340,30 @@ def test_auto_precision_rounds_to_bfloat16_only_from_the_size_limit(toy_model, m
         Sampler(model, vocab, "float16")
 
 
+def test_scoring_and_beam_search_use_the_weights_as_trained(toy_model, monkeypatch):
+    # However generation is set up (bfloat16, units split among threads), the one-token
+    # step that scores short texts and runs beam search multiplies the float32 weights
+    # on one thread: the same losses, state and continuation, bit for bit.
+    from charrnn import parallel, sample
+    model, vocab = toy_model
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    ids, _ = vocab.encode("the garden window")
+    results = []
+    for precision, split in (("float32", False), ("bfloat16", False), ("float32", True)):
+        monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1 if split else 10 ** 6)
+        monkeypatch.setattr(parallel, "_threads", 2 if split else 1)
+        sampler = Sampler(model, vocab, precision)
+        assert sampler.bfloat16 == (precision == "bfloat16")
+        assert len(sampler.unit_parts) == (2 if split else 1)
+        h, c = sampler.zero_state()
+        losses = sampler.token_losses(ids, h, c)
+        beam = sampler.beam_search(ids, 12, 3, np.random.default_rng(0))
+        results.append((losses, h, c, beam))
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_bfloat16_rounds_to_nearest_even():
     from charrnn.kernels.panels import to_bfloat16
     values = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, 1.0 + 2 ** -9, -2.5, np.inf,

@@ -86,7 +86,7 @@ def _lane_sums_of_squares(typingctx, x, start, stop, lanes):
 def sum_of_squares(x):
     """Sum of x[k]**2 accumulated in float64, for the global gradient norm: LANES
     running sums (see _lane_sums_of_squares), then the last few elements, in a fixed
-    order."""
+    order. x: a C-contiguous float32 or float64 vector (a strided view does not type)."""
     n = x.shape[0]
     whole = n - n % LANES
     lanes = np.empty(LANES)
