@@ -7,6 +7,9 @@ __version__ = "0.1.0"
 
 CHECKPOINT_FORMAT_VERSION = 1
 
+# Kernel caches of other sources (earlier edits, upgrades) unused this long are removed.
+KERNEL_CACHE_KEEP_DAYS = 14
+
 # The thread-count variables of the BLAS libraries numpy and scipy load.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -28,7 +31,8 @@ def key_kernel_cache() -> None:
     edit to activations.py alone, the cached LSTM kernels would still run the old
     sigmoid (a benchmark of an edited checkout measured stale code that way). Any edit
     now starts from a clean cache; unchanged kernels keep theirs. The directory sits in
-    kernels/__pycache__ like Numba's own, else in the user's cache (a read-only install).
+    kernels/__pycache__ like Numba's own, else in the user's cache (a read-only install);
+    caches left there by other sources are pruned (prune_kernel_caches).
     Effective only before numba is first imported."""
     import os
     from pathlib import Path
@@ -49,7 +53,35 @@ def key_kernel_cache() -> None:
             continue
         if os.access(root / name, os.W_OK):
             os.environ["NUMBA_CACHE_DIR"] = str(root / name)
+            prune_kernel_caches(root, name)
             return
+
+
+def prune_kernel_caches(root, current: str) -> None:
+    """Mark root/current as used now and remove the other kernel caches in root unused
+    for KERNEL_CACHE_KEEP_DAYS: every kernel edit or upgrade leaves one behind (about
+    4 MB each), and an install that shares the directory keeps its own as long as it
+    runs within that time. Failures are ignored: pruning must never stop a command."""
+    import os
+    import re
+    import shutil
+    import time
+    from pathlib import Path
+
+    root = Path(root)
+    try:
+        os.utime(root / current)
+        others = [path for path in root.iterdir()
+                  if path.name != current and re.fullmatch(r"numba-[0-9a-f]{16}", path.name)]
+    except OSError:
+        return
+    oldest = time.time() - KERNEL_CACHE_KEEP_DAYS * 86400
+    for path in others:
+        try:
+            if path.is_dir() and path.stat().st_mtime < oldest:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def kernel_cache_name(kernels) -> str:

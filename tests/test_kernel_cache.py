@@ -3,10 +3,12 @@ edit to one kernel file never leaves stale inlined copies of it in another's cac
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import charrnn
-from charrnn import kernel_cache_name, key_kernel_cache
+from charrnn import (KERNEL_CACHE_KEEP_DAYS, kernel_cache_name, key_kernel_cache,
+                     prune_kernel_caches)
 
 KERNELS = Path(charrnn.__file__).resolve().parent / "kernels"
 
@@ -42,3 +44,20 @@ def test_read_only_install_caches_in_the_users_cache(monkeypatch, tmp_path):
         False if "__pycache__" in str(path) else real_access(path, mode)))
     key_kernel_cache()
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "charrnn" / kernel_cache_name(KERNELS))
+
+
+def test_caches_of_other_sources_unused_for_weeks_are_pruned(tmp_path):
+    now, day = time.time(), 86400
+    ages = {"numba-00000000000000aa": KERNEL_CACHE_KEEP_DAYS + 1,  # stale: removed
+            "numba-00000000000000bb": KERNEL_CACHE_KEEP_DAYS - 1,  # another install's
+            "numba-00000000000000cc": 400,  # the current one, however old
+            "numba-notahash": 400, "other": 400}  # not ours to remove
+    for name, age in ages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.nbi").write_bytes(b"x")
+        os.utime(tmp_path / name, (now - age * day, now - age * day))
+    prune_kernel_caches(tmp_path, "numba-00000000000000cc")
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "numba-00000000000000bb", "numba-00000000000000cc", "numba-notahash", "other"]
+    assert (tmp_path / "numba-00000000000000cc").stat().st_mtime > now - day  # marked used
+    prune_kernel_caches(tmp_path / "missing", "numba-00000000000000cc")  # no error
