@@ -226,12 +226,12 @@ class Model:
             bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
             Wh, G = p[f"Wh{layer}"], cfg.gates
             counters = np.zeros(1, np.int64)  # for the threads' meetings (kernels/sync.py)
-            parallel.run_parts(recurrent_forward, [
+            parallel.run_meeting_parts(recurrent_forward, [
                 (cell, gx.reshape(T, N, GH), packed_panels(unit_columns(Wh, G, j0, j1)), bn,
                  states[0], c0[layer], hs, cs, acts, aux,
                  np.empty((N, padded_columns(G * (j1 - j0), self.dtype)), self.dtype),
                  j0, j1, len(parts), counters)
-                for j0, j1 in parts])
+                for j0, j1 in parts], counters)
             layer_caches.append((states, cs, acts, aux))
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
@@ -294,11 +294,11 @@ class Model:
             parts = parallel.layer_units(H)
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
-            parallel.run_parts(recurrent_backward, [
+            parallel.run_meeting_parts(recurrent_backward, [
                 (cell, packed_panels(Wh[j0:j1].T), states[0], c0[layer], states[1:], cs, acts,
                  aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], j0, j1, len(parts),
                  counters)
-                for k, (j0, j1) in enumerate(parts)])
+                for k, (j0, j1) in enumerate(parts)], counters)
             if cell == CELL_GRU:
                 dbn_parts.sum(axis=0, out=g[f"bn{layer}"])
             dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)

@@ -123,6 +123,21 @@ def run_parts(function, arguments: list[tuple]) -> list:
     return [first] + [future.result() for future in futures]
 
 
+def run_meeting_parts(function, arguments: list[tuple], counters: np.ndarray) -> list:
+    """run_parts for a compiled loop whose threads meet on counters (kernels/sync.py):
+    a part that raises first releases its partners' meetings, so the error surfaces
+    instead of the others waiting for it forever."""
+    from .kernels.sync import release_meetings
+
+    def part(*args):
+        try:
+            return function(*args)
+        except BaseException:
+            release_meetings(counters)
+            raise
+    return run_parts(part, arguments)
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a @ b, rows of a split across threads. a (M, K), b (K, P), out (M, P)."""
     if a.shape[0] < 2 * MIN_ROWS_PER_PRODUCT or thread_count() == 1:

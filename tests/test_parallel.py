@@ -1,10 +1,13 @@
 """charrnn.parallel: how work is shared among threads, and that every sharing gives the
 product or split it promises."""
 
+import threading
+
 import numpy as np
 import pytest
 
 from charrnn import parallel
+from charrnn.kernels.sync import meet
 
 
 @pytest.fixture
@@ -56,3 +59,31 @@ def test_inside_a_piece_work_stays_on_its_thread(threads):
             return parallel.thread_count(), len(parallel.row_ranges(1000, 1))
     assert parallel.run_parts(piece, [(0,), (1,)]) == [(1, 1), (1, 1)]
     assert parallel.thread_count() == 3  # and back to all threads afterwards
+
+
+def test_a_part_that_raises_releases_the_meetings_of_the_others(threads):
+    # Part 1 fails before its first meeting; part 0 must not wait for it forever (it
+    # would spin in compiled code, deaf even to Ctrl-C): the error comes out instead.
+    threads(2)
+    counters = np.zeros(1, np.int64)
+    passed = []
+
+    def part(k):
+        if k == 1:
+            raise ValueError("part 1 stopped")
+        for meeting in range(1, 4):
+            meet(counters, 2, meeting)
+        passed.append(k)
+
+    outcome = []
+
+    def run():
+        try:
+            parallel.run_meeting_parts(part, [(0,), (1,)], counters)
+        except ValueError as error:
+            outcome.append(str(error))
+    watcher = threading.Thread(target=run, daemon=True)
+    watcher.start()
+    watcher.join(30)
+    assert not watcher.is_alive(), "part 0 still waits for the part that raised"
+    assert outcome == ["part 1 stopped"] and passed == [0]

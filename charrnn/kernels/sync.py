@@ -17,6 +17,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 SPINS_BEFORE_YIELD = 2000
+RELEASED = 1 << 62  # added by release_meetings: above every meeting's target
 
 
 @intrinsic
@@ -68,3 +69,11 @@ def meet(counters, parts, meeting):
         if spins >= SPINS_BEFORE_YIELD:
             yield_core()
             spins = 0
+
+
+@njit(cache=True, nogil=True)
+def release_meetings(counters):
+    """Let every thread of a loop pass all its remaining meetings at once: one of them
+    has stopped (raised), and the others would otherwise wait for it forever (while
+    spinning in compiled code, where even Ctrl-C is not seen)."""
+    atomic_add(counters, RELEASED)
