@@ -30,7 +30,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-
 def _target_features() -> str:
     """The CPU features Numba compiles for: the host's, unless NUMBA_CPU_NAME or
     NUMBA_CPU_FEATURES chose others (e.g. for a cache shared by several machines)."""
@@ -175,6 +174,14 @@ def _tile(typingctx, x, r0, panels, p, out, rows, group):
     return types.void(x, types.int64, panels, types.int64, out, rows, group), codegen
 
 
+@njit(cache=True, inline="always")
+def panel_columns(panels):
+    """Width of the output panel_matmul writes from panels (..., P, K, PW), a matrix or a
+    stack of them: its columns padded to whole panels, P * PW (padded_columns, read
+    from the packed array)."""
+    return panels.shape[-3] * panels.shape[-1]
+
+
 @njit(cache=True, nogil=True)
 def pack_panels(W, panels):
     """panels (P, K, PW) <- W (K, C) in column panels of PW, zero past column C."""
@@ -196,7 +203,8 @@ def panel_matmul(x, panels, out):
     """out[:, :P*PW] = x (R, K) @ W, where panels (P, K, PW) = pack_panels(W); K >= 1.
     Rows of x and out may be strided (views of time-major arrays); columns contiguous."""
     R, P = x.shape[0], panels.shape[0]
-    if x.shape[1] != panels.shape[1] or out.shape[0] < R or out.shape[1] < P * panels.shape[2]:
+    if (x.shape[1] != panels.shape[1] or out.shape[0] < R
+            or out.shape[1] < panel_columns(panels)):
         raise ValueError("panel_matmul: shapes do not match")  # the tiles do not check
     whole = R - R % ROWS_PER_TILE
     for p in range(P):  # panel by panel: each stays in L1 while its rows pass

@@ -15,7 +15,7 @@ from numba import njit
 from . import CELL_GRU, CELL_LSTM
 from .gru import gru_block_backward, gru_block_forward
 from .lstm import lstm_block_backward, lstm_block_forward
-from .panels import panel_matmul
+from .panels import panel_columns, panel_matmul
 from .rnn import rnn_block_backward, rnn_block_forward
 from .sync import meet
 
@@ -92,7 +92,7 @@ def recurrent_backward(cell, WhT_panels, h0, c0, hs, cs, acts, aux, dhs, dgx, dg
     dc_prev = np.empty((N, U), hs.dtype)
     dh_direct = np.empty((N, U), hs.dtype)  # dh_prev not through Wh (GRU)
     dh_carry = np.zeros((N, U), hs.dtype)  # dh flowing back from step t + 1
-    carry_padded = np.empty((N, WhT_panels.shape[0] * WhT_panels.shape[2]), hs.dtype)
+    carry_padded = np.empty((N, panel_columns(WhT_panels)), hs.dtype)
     for t in range(T - 1, -1, -1):
         h_prev = h0 if t == 0 else hs[t - 1]
         c_prev = c0 if t == 0 else cs[t - 1]

@@ -10,7 +10,7 @@ greedy takes the arg max. Banned ids (e.g. the unknown symbol) are never emitted
 import numpy as np
 from numba import njit
 
-from .panels import panel_matmul
+from .panels import panel_columns, panel_matmul
 from .recurrent import cell_block_forward, stack_step
 from .sync import meet
 
@@ -71,11 +71,10 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
 def step_scratch(table0, Wh_panels, Wy_panels, dtype):
     """Buffers reused by every one-token step: gx, gh (1, padded GH), acts (1, GH),
     aux (1, H), logits (1, padded V)."""
-    GH, H = table0.shape[1], Wh_panels.shape[2]
-    padded = Wh_panels.shape[1] * Wh_panels.shape[3]
+    GH, H, padded = table0.shape[1], Wh_panels.shape[2], panel_columns(Wh_panels)
     return (np.empty((1, padded), dtype), np.empty((1, padded), dtype),
             np.empty((1, GH), dtype), np.empty((1, H), dtype),
-            np.empty((1, Wy_panels.shape[0] * Wy_panels.shape[2]), dtype))
+            np.empty((1, panel_columns(Wy_panels)), dtype))
 
 
 @njit(cache=True)
@@ -140,11 +139,11 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     GH = G * H
     dtype = h_pair.dtype
     gx = np.zeros((1, GH), dtype)  # full-width; this part fills its own columns
-    gx_units = np.empty((1, Wh_panels.shape[1] * Wh_panels.shape[3]), dtype)  # padded
-    gh = np.empty((1, Wh_panels.shape[1] * Wh_panels.shape[3]), dtype)
+    gx_units = np.empty((1, panel_columns(Wh_panels)), dtype)
+    gh = np.empty((1, panel_columns(Wh_panels)), dtype)
     acts = np.empty((1, GH), dtype)
     aux = np.empty((1, H), dtype)
-    logits_padded = np.empty((1, Wy_panels.shape[0] * Wy_panels.shape[2]), dtype)
+    logits_padded = np.empty((1, panel_columns(Wy_panels)), dtype)
     logits = logits_padded[0, :V]
     probs = np.empty(V, np.float64)
     meeting = 0
