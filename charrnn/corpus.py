@@ -20,10 +20,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,10 @@ CHUNK_BYTES = 1 << 20  # bytes per read: ~13 MB of transient arrays, few Python 
 SNIFF_BYTES = 65536  # a NUL byte this near the start means a binary file
 CACHE_ENV = "CHARRNN_CACHE_DIR"
 CACHE_LAYOUT = 1  # part of every cache key: bump it when the file layout changes
+# A corpus's cached counts and ids (as big as the corpus) are removed once no run has
+# used them for this long; any later run on the same text rebuilds them.
+CACHE_KEEP_DAYS = 30
+CACHE_ENTRY = re.compile(r"[0-9a-f]{32}(\.counts\.json|-[0-9a-f]{16}\.[a-z0-9]+)")
 
 
 class CorpusError(ValueError):
@@ -169,6 +175,7 @@ class Corpus:
                 self.counts_cached = False
                 self.counts = self._count()
                 self._write_counts()
+            prune_cache(self.cache, keep=self.key)
         except BaseException:
             self.close()
             raise
@@ -313,6 +320,28 @@ class Corpus:
             if table[ord(ch)] >= 0:
                 counts[table[ord(ch)]] += n
         return counts
+
+
+def prune_cache(cache: str, keep: str, days: float = CACHE_KEEP_DAYS) -> None:
+    """Mark the cache entries of corpus key `keep` as used now, and remove other
+    corpora's counts and ids that no run has used for `days`. Only names this module
+    writes are touched (kernel caches and anything else in the directory stay), and
+    failures are ignored: a cache that cannot be pruned must never stop a run. A run
+    still reading a removed ids file keeps its open handle (POSIX)."""
+    oldest = time.time() - days * 86400
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return
+    for name in names:
+        if not CACHE_ENTRY.fullmatch(name):
+            continue
+        path = os.path.join(cache, name)
+        with contextlib.suppress(OSError):
+            if name.startswith(keep):
+                os.utime(path)
+            elif os.stat(path).st_mtime < oldest:
+                os.unlink(path)
 
 
 class IdFile:

@@ -5,13 +5,14 @@ import io
 import os
 import sys
 import threading
+import time
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from charrnn.corpus import (BatchStream, Corpus, CorpusError, IdFile, cache_dir, corpus_ids,
-                            iter_text, read_text, split_ids)
+from charrnn.corpus import (CACHE_KEEP_DAYS, BatchStream, Corpus, CorpusError, IdFile,
+                            cache_dir, corpus_ids, iter_text, read_text, split_ids)
 from charrnn.vocab import Vocab
 
 MIXED = "Hello, wörld! 你好，世界。🎉 emoji 👍🏽\tand\r\nnewlines\n"
@@ -277,6 +278,30 @@ def test_each_vocabulary_has_its_own_ids_file(tmp_path, cache):
         assert np.asarray(corpus.ids(folded)).tolist() == folded.encode(text)[0].tolist()
         assert np.asarray(corpus.ids(full)).tolist() == full.encode(text)[0].tolist()
         assert corpus.ids_cached
+
+
+def test_corpora_unused_for_a_month_leave_the_cache(tmp_path, cache):
+    """Opening a corpus marks its own entries used and removes other corpora's counts and
+    ids unused for CACHE_KEEP_DAYS; kernel caches and unknown files stay."""
+    def cached(text, name):
+        with Corpus(write(tmp_path, text, name), cache=cache) as corpus:
+            corpus.ids(Vocab.from_counter(corpus.counts))
+            return sorted(n for n in os.listdir(cache) if n.startswith(corpus.key))
+    stale, recent, current = cached("old text", "a.txt"), cached("newer", "b.txt"), \
+        cached("the one in use", "c.txt")
+    assert len(stale) == len(recent) == len(current) == 2  # counts and ids each
+    os.mkdir(os.path.join(cache, "numba-00000000000000aa"))
+    with open(os.path.join(cache, "notes.txt"), "w") as handle:
+        handle.write("not ours")
+    day, now = 86400, time.time()
+    for names, age in ((stale, CACHE_KEEP_DAYS + 1), (recent, CACHE_KEEP_DAYS - 1),
+                       (current, 400), (["numba-00000000000000aa", "notes.txt"], 400)):
+        for name in names:
+            os.utime(os.path.join(cache, name), (now - age * day, now - age * day))
+    assert cached("the one in use", "c.txt") == current
+    assert sorted(os.listdir(cache)) == sorted(recent + current + ["notes.txt",
+                                                                   "numba-00000000000000aa"])
+    assert all(os.stat(os.path.join(cache, name)).st_mtime > now - day for name in current)
 
 
 def test_damaged_cache_files_are_rebuilt(tmp_path, cache):
