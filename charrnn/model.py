@@ -201,6 +201,7 @@ class Model:
         h0 = np.ascontiguousarray(h0)  # a piece's rows of the caller's state
         c0 = np.ascontiguousarray(c0)
         inputs, layer_caches = [], []
+        h_final, c_final = np.empty_like(h0), np.empty_like(c0)
         parts = parallel.layer_units(H)
         x = None
         for layer in range(cfg.layers):
@@ -233,6 +234,7 @@ class Model:
                  j0, j1, len(parts), counters)
                 for j0, j1 in parts], counters)
             layer_caches.append((states, cs, acts, aux))
+            h_final[layer], c_final[layer] = states[-1], cs[-1]
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
         logits = parallel.matmul(x, p["Wy"], np.empty((M, cfg.vocab_size), self.dtype))
@@ -240,8 +242,6 @@ class Model:
         losses = np.empty(M, np.float64)
         parallel.run_parts(softmax_xent, [(logits[lo:hi], ys[lo:hi], scale, losses[lo:hi])
                                           for lo, hi in parallel.row_ranges(M, 256)])
-        h_final = np.stack([states[-1] for states, _, _, _ in layer_caches])
-        c_final = np.stack([cs[-1] for _, cs, _, _ in layer_caches])
         cache = (xs, h0, c0, masks, inputs, layer_caches, x, logits) if need_grad else None
         return losses, h_final, c_final, cache
 
