@@ -24,7 +24,8 @@ from . import parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
 from .kernels.panels import pack_panels, padded_columns, panel_width, to_bfloat16
-from .kernels.recurrent import recurrent_backward, recurrent_forward
+from .kernels.recurrent import (recurrent_backward, recurrent_backward_team, recurrent_forward,
+                                recurrent_forward_team)
 
 CELLS = tuple(CELL_CODES)
 
@@ -94,13 +95,19 @@ def unit_columns(W: np.ndarray, gates: int, j0: int, j1: int) -> np.ndarray:
         *lead, gates * (j1 - j0))
 
 
+def empty_panels(K: int, C: int, dtype, lead: tuple = (), bfloat16: bool = False):
+    """An uninitialised (*lead, P, K, PW) array for K x C matrices packed by
+    kernels/panels.py (as bfloat16 bit patterns if asked)."""
+    width = panel_width(dtype)
+    return np.empty((*lead, padded_columns(C, dtype) // width, K, width),
+                    np.uint16 if bfloat16 else dtype)
+
+
 def packed_panels(W: np.ndarray, bfloat16: bool = False) -> np.ndarray:
     """W (..., K, C) packed for panel_matmul (kernels/panels.py): (..., P, K, PW), each
     matrix of a stack on its own; as bfloat16 bit patterns if asked (float32 W only)."""
     *lead, K, C = W.shape
-    width = panel_width(W.dtype)
-    panels = np.empty((*lead, padded_columns(C, W.dtype) // width, K, width),
-                      np.uint16 if bfloat16 else W.dtype)
+    panels = empty_panels(K, C, W.dtype, tuple(lead), bfloat16)
     if not lead:  # a single matrix (every training step): no index loop
         pack_panels(to_bfloat16(W) if bfloat16 else W, panels)
         return panels
@@ -227,12 +234,19 @@ class Model:
             bn = p[f"bn{layer}"] if cfg.cell == "gru" else p[f"b{layer}"][:H]
             Wh, G = p[f"Wh{layer}"], cfg.gates
             counters = np.zeros(1, np.int64)  # for the threads' meetings (kernels/sync.py)
-            parallel.run_meeting_parts(recurrent_forward, [
-                (cell, gx.reshape(T, N, GH), packed_panels(unit_columns(Wh, G, j0, j1)), bn,
-                 states[0], c0[layer], hs, cs, acts, aux,
-                 np.empty((N, padded_columns(G * (j1 - j0), self.dtype)), self.dtype),
-                 j0, j1, len(parts), counters)
-                for j0, j1 in parts], counters)
+            gh_parts = tuple(np.empty((N, padded_columns(G * (j1 - j0), self.dtype)), self.dtype)
+                             for j0, j1 in parts)
+            gx_steps = gx.reshape(T, N, GH)
+            if parallel.team_runs(len(parts)):  # each thread packs its own Wh columns
+                recurrent_forward_team(
+                    cell, gx_steps, Wh, bn, states[0], c0[layer], hs, cs, acts, aux,
+                    tuple(empty_panels(H, G * (j1 - j0), self.dtype) for j0, j1 in parts),
+                    gh_parts, np.array(parts), counters)
+            else:
+                parallel.run_meeting_parts(recurrent_forward, [
+                    (cell, gx_steps, packed_panels(unit_columns(Wh, G, j0, j1)), bn, states[0],
+                     c0[layer], hs, cs, acts, aux, gh_part, j0, j1, len(parts), counters)
+                    for (j0, j1), gh_part in zip(parts, gh_parts)], counters)
             layer_caches.append((states, cs, acts, aux))
             h_final[layer], c_final[layer] = states[-1], cs[-1]
             out = hs if masks is None else hs * masks[layer]
@@ -294,11 +308,18 @@ class Model:
             parts = parallel.layer_units(H)
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
-            parallel.run_meeting_parts(recurrent_backward, [
-                (cell, packed_panels(Wh[j0:j1].T), states[0], c0[layer], states[1:], cs, acts,
-                 aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], j0, j1, len(parts),
-                 counters)
-                for k, (j0, j1) in enumerate(parts)], counters)
+            if parallel.team_runs(len(parts)):  # each thread packs its own rows of Wh
+                recurrent_backward_team(
+                    cell, Wh, states[0], c0[layer], states[1:], cs, acts, aux, dhs, dgx, dgh,
+                    dh0[layer], dc0[layer],
+                    tuple(empty_panels(GH, j1 - j0, self.dtype) for j0, j1 in parts),
+                    dbn_parts, np.array(parts), counters)
+            else:
+                parallel.run_meeting_parts(recurrent_backward, [
+                    (cell, packed_panels(Wh[j0:j1].T), states[0], c0[layer], states[1:], cs,
+                     acts, aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], j0, j1,
+                     len(parts), counters)
+                    for k, (j0, j1) in enumerate(parts)], counters)
             if cell == CELL_GRU:
                 dbn_parts.sum(axis=0, out=g[f"bn{layer}"])
             dgx_rows, dgh_rows = dgx.reshape(M, GH), dgh.reshape(M, GH)

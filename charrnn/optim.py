@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from . import parallel
-from .kernels.optim import adam_update, block_sums_of_squares
+from .kernels.optim import (adam_update, adam_update_team, block_sums_of_squares,
+                             block_sums_of_squares_team)
 
 SCHEDULES = ("auto", "constant", "cosine", "step")
 NORM_BLOCK = 1 << 16  # elements per partial sum of the gradient norm
@@ -16,6 +17,7 @@ NORM_BLOCKS_PER_THREAD = 8  # fewer: handing blocks to a thread costs more than 
 # costs 35-200 us here, and 243k parameters took 160 us on one thread, 187 on two
 # (3.3M: 1,884 vs 1,044 us).
 ADAM_MIN_PER_THREAD = 1 << 18
+ADAM_MIN_PER_TEAM_THREAD = 1 << 14  # on Numba's team, which starts in ~2 us (parallel.py)
 
 
 def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | None,
@@ -51,9 +53,12 @@ def global_norm(grads: np.ndarray) -> float:
     core counts must clip alike)."""
     blocks = max(1, -(-grads.size // NORM_BLOCK))
     sums = np.empty(blocks, np.float64)
-    ranges = parallel.row_ranges(blocks, NORM_BLOCKS_PER_THREAD)
-    parallel.run_parts(block_sums_of_squares, [(grads, NORM_BLOCK, first, last, sums)
-                                               for first, last in ranges])
+    ranges, on_team = parallel.compiled_ranges(blocks, NORM_BLOCKS_PER_THREAD, 1)
+    if on_team:
+        block_sums_of_squares_team(grads, NORM_BLOCK, np.array(ranges), sums)
+    else:
+        parallel.run_parts(block_sums_of_squares, [(grads, NORM_BLOCK, first, last, sums)
+                                                   for first, last in ranges])
     return math.sqrt(sum(sums.tolist()))  # block order, whatever the thread count
 
 
@@ -82,6 +87,11 @@ class Adam:
         coefficients = np.array([self.beta1, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
                                  lr * math.sqrt(correction2) / correction1,
                                  self.eps * math.sqrt(correction2)], params.dtype)
-        parallel.run_parts(adam_update, [
-            (params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], coefficients)
-            for lo, hi in parallel.row_ranges(params.size, ADAM_MIN_PER_THREAD)])
+        ranges, on_team = parallel.compiled_ranges(params.size, ADAM_MIN_PER_THREAD,
+                                                   ADAM_MIN_PER_TEAM_THREAD)
+        if on_team:
+            adam_update_team(params, grads, self.m, self.v, coefficients, np.array(ranges))
+        else:
+            parallel.run_parts(adam_update, [
+                (params[lo:hi], grads[lo:hi], self.m[lo:hi], self.v[lo:hi], coefficients)
+                for lo, hi in ranges])

@@ -3,8 +3,14 @@
 Numba kernels compiled with nogil=True and numpy's matrix products release the GIL, so
 plain threads run them in parallel. This replaces multi-threaded BLAS, whose pools
 (numpy's and scipy's OpenBLAS, plus Numba's) spin-wait against each other on the small
-per-step products, and Numba's parallel=True, which cannot cache kernels that call
-np.dot. Every piece writes only its own rows; partial sums are merged serially.
+per-step products. Every piece writes only its own rows; partial sums are merged
+serially.
+
+Handing a piece to a pool thread costs 35-200 us on this VM (a sleeping thread's
+wake-up, then the GIL). Compiled loops that run often and briefly (a batch-1 layer's
+time loop, Adam) therefore start on Numba's own thread team instead, a prange over the
+parts (`*_team` kernels), which starts in about 2 us with no GIL involved; see
+team_runs for when that is allowed.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
 MIN_ROWS_PER_PRODUCT = 64  # rows of a matrix product per thread, at least
 MIN_UNITS_PER_PART = 32  # a recurrent layer's units per thread, at least
 UNIT_SPLIT_WIDTH = 256  # layers this wide split their units when the batch is not split
+TEAM_SPLIT_WIDTH = 128  # ... or this wide, when the parts start on Numba's team
 PIECES_BELOW_WIDTH = 384  # batches of narrower layers split into row pieces (batch_pieces)
 UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
 _pool: ThreadPoolExecutor | None = None
 _threads = 0
 _cores = 0  # the cores this process may use, asked once
+_team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
+TEAM_SPIN_COUNT = 3000  # GOMP_SPINCOUNT unless the user set it (_load_team)
 
 
 class _ThisThread(threading.local):
@@ -78,12 +87,20 @@ def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
 
 def layer_units(units: int) -> list[tuple[int, int]]:
     """The (j0, j1) unit ranges of a recurrent layer, one per thread; the threads meet
-    once per step. Layers from UNIT_SPLIT_WIDTH units split, with boundaries on
-    multiples of UNIT_ALIGN, so each thread writes its own cache lines of the shared
-    arrays; narrower layers run on one thread: at batch 1 and 128 units (B1), one
-    thread beat two that meet (1.65-1.75 vs 2.24-2.27 ms per train step). Inside a batch
-    piece there is one thread (one_thread_per_piece)."""
-    return unit_ranges(units) if units >= UNIT_SPLIT_WIDTH else [(0, units)]
+    once per step. Boundaries fall on multiples of UNIT_ALIGN, so each thread writes its
+    own cache lines of the shared arrays. Layers split from TEAM_SPLIT_WIDTH units when
+    the parts start on Numba's team (team_runs), else from UNIT_SPLIT_WIDTH: at batch 1
+    and 128 units (B1), parts handed to the pool lost to one thread (2.24-2.27 vs
+    1.65-1.75 ms per train step), while two on the team beat it (`charrnn bench --config
+    B1`, side by side: 34.4-34.7k vs 30.2-30.9k chars/s). At 64 units two parts on the
+    team were slower (a batch-1 time loop: 64 vs 54 us). Inside a batch piece there is one thread
+    (one_thread_per_piece)."""
+    if units < min(TEAM_SPLIT_WIDTH, UNIT_SPLIT_WIDTH):
+        return [(0, units)]
+    ranges = unit_ranges(units)
+    if units >= UNIT_SPLIT_WIDTH or team_runs(len(ranges)):
+        return ranges
+    return [(0, units)]
 
 
 @contextmanager
@@ -107,6 +124,66 @@ def unit_ranges(units: int) -> list[tuple[int, int]]:
     align = UNIT_ALIGN if units // parts >= UNIT_ALIGN else 1
     bounds = [0] + [k * units // parts // align * align for k in range(1, parts)] + [units]
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+def compiled_ranges(rows: int, min_rows: int, min_rows_on_team: int
+                    ) -> tuple[list[tuple[int, int]], bool]:
+    """row_ranges for the parts of a compiled loop, and whether they run as its `*_team`
+    kernel: parts start so cheaply there that each needs fewer rows (min_rows_on_team
+    rather than min_rows) to be worth a thread."""
+    if team_size() > 1:
+        ranges = row_ranges(rows, min_rows_on_team)
+        if team_runs(len(ranges)):
+            return ranges, True
+    return row_ranges(rows, min_rows), False
+
+
+def team_runs(parts: int) -> bool:
+    """Whether `parts` (> 1) parts of a compiled loop run as one call of its `*_team`
+    kernel on Numba's thread team, rather than on the pool. Parts that meet need a
+    thread each, at once: OpenMP's static schedule gives each of up to team_size() parts
+    its own thread, but TBB and Numba's workqueue may run two parts one after the other
+    on one thread, whose first meeting would then wait forever, so only OpenMP's team
+    is used."""
+    return 1 < parts <= team_size()
+
+
+def team_size() -> int:
+    """Threads in Numba's team if its threading layer is OpenMP (chosen here when the
+    user did not choose one), else 0. The first call loads the layer (~10 ms)."""
+    global _team_size
+    if _team_size is None:
+        _team_size = _load_team()
+    return _team_size
+
+
+def _load_team() -> int:
+    """Load Numba's threading layer, as OpenMP unless the user chose another; the team's
+    size if it is GNU OpenMP (the one measured), else 0.
+
+    After a parallel region GNU OpenMP's threads spin for GOMP_SPINCOUNT iterations
+    before they sleep: by default about 6 ms here, in which a spinning thread took a
+    core from the pool threads that run the next step's batch pieces (S trained 0.86-0.95x
+    PyTorch instead of 1.4x). TEAM_SPIN_COUNT (about 70 us) still covers most gaps
+    between a batch-1 step's team calls (S 1.55x, B1 2.2-2.3x; 10,000: S 1.3x)."""
+    import numba
+
+    if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("1", "true", "yes", "on"):
+        return 0  # OpenMP may then start fewer threads than parts
+    os.environ.setdefault("GOMP_SPINCOUNT", str(TEAM_SPIN_COUNT))  # read when loaded
+    chosen = numba.config.THREADING_LAYER
+    if chosen == "default":
+        numba.config.THREADING_LAYER = "omp"
+    try:
+        from numba.np.ufunc import omppool
+
+        from .kernels.sync import team_probe
+        team_probe(np.zeros(2))
+        gnu_openmp = numba.threading_layer() == "omp" and omppool.openmp_vendor == "GNU"
+    except Exception:  # no OpenMP runtime here: Numba cannot load the layer
+        numba.config.THREADING_LAYER = chosen
+        return 0
+    return numba.get_num_threads() if gnu_openmp else 0
 
 
 def run_parts(function, arguments: list[tuple]) -> list:

@@ -474,9 +474,31 @@ def split_units(monkeypatch):
     assert parallel.batch_pieces(N, H) == [(0, N)]
 
 
+@pytest.fixture
+def split_units_on_team(monkeypatch):
+    """Two threads, units split (2 and 2 of the H = 4), the parts run on Numba's
+    thread team (recurrent_*_team) rather than the pool."""
+    from charrnn import parallel
+    if parallel.team_size() < 2:
+        pytest.skip("no GNU OpenMP team here: the pool runs the parts (tested above)")
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", 1)
+    monkeypatch.setattr(parallel, "_threads", 2)
+    assert parallel.layer_units(H) == [(0, 2), (2, 4)] and parallel.team_runs(2)
+
+
 @pytest.mark.parametrize("embed", EMBEDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradients_match_central_differences_with_split_units(cell, embed, split_units):
+    mismatches, errors, _ = gradient_check(make_case(cell, embed))
+    assert not mismatches, errors
+
+
+@pytest.mark.parametrize("embed", EMBEDS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_central_differences_with_units_split_on_the_team(
+        cell, embed, split_units_on_team):
     mismatches, errors, _ = gradient_check(make_case(cell, embed))
     assert not mismatches, errors
 
@@ -487,10 +509,15 @@ def test_threads_give_the_results_of_one_thread(cell, monkeypatch):
     results = []
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
-    # (3, 1), (2, 1): units split; (2, 1000), (3, 1000): the batch split into row pieces
-    for threads, pieces_below in ((1, 1000), (3, 1), (2, 1), (2, 1000), (3, 1000)):
+    team = parallel.team_size()
+    # (3, 1), (2, 1): units split, on the pool (no team, or more parts than its threads)
+    # and, where there is one, on Numba's team; (2, 1000), (3, 1000): the batch split
+    # into row pieces
+    for threads, pieces_below, team_size in ((1, 1000, team), (3, 1, team), (2, 1, 0),
+                                             (2, 1, team), (2, 1000, team), (3, 1000, team)):
         monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", pieces_below)
         monkeypatch.setattr(parallel, "_threads", threads)
+        monkeypatch.setattr(parallel, "_team_size", team_size)
         pieces = threads if pieces_below > H else 1
         assert len(parallel.batch_pieces(3, H)) == pieces
         if pieces == 1:  # the layers split their units (inside a piece: one thread)

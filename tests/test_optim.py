@@ -60,8 +60,10 @@ def test_global_norm_is_the_same_on_any_thread_count(monkeypatch):
     monkeypatch.setattr(optim, "NORM_BLOCKS_PER_THREAD", 1)
     grads = np.random.default_rng(7).standard_normal(7_500).astype(np.float32) * 1e3
     norms = set()
-    for threads in (1, 2, 3, 5):
+    team = parallel.team_size()
+    for threads, team_size in ((1, team), (2, team), (2, 0), (3, team), (5, team)):
         monkeypatch.setattr(parallel, "_threads", threads)
+        monkeypatch.setattr(parallel, "_team_size", team_size)  # 0: on the pool
         norms.add(global_norm(grads))
     assert len(norms) == 1
     assert norms.pop() == pytest.approx(np.linalg.norm(grads.astype(np.float64)), rel=1e-12)
@@ -85,3 +87,26 @@ def test_adam_float32_step_matches_the_float64_formula(monkeypatch):
     expected -= 1e-2 * (m1 / (1 - 0.9)) / (np.sqrt(v1 / (1 - 0.999)) + adam.eps)
     expected -= 1e-2 * (m / (1 - 0.9 ** 2)) / (np.sqrt(v / (1 - 0.999 ** 2)) + adam.eps)
     np.testing.assert_allclose(params, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_is_the_same_on_the_team_the_pool_and_one_thread(monkeypatch):
+    from charrnn import optim
+    monkeypatch.setattr(optim, "ADAM_MIN_PER_THREAD", 1 << 14)
+    rng = np.random.default_rng(3)
+    start = rng.standard_normal(70_001).astype(np.float32)
+    grads = rng.standard_normal(70_001).astype(np.float32)
+    results = []
+    team = parallel.team_size()
+    for threads, team_size in ((1, team), (2, team), (2, 0)):
+        monkeypatch.setattr(parallel, "_threads", threads)
+        monkeypatch.setattr(parallel, "_team_size", team_size)
+        ranges, on_team = parallel.compiled_ranges(start.size, optim.ADAM_MIN_PER_THREAD,
+                                                   optim.ADAM_MIN_PER_TEAM_THREAD)
+        assert len(ranges) == threads and on_team == (threads > 1 and team_size > 1)
+        params, adam = start.copy(), Adam(start.size, np.float32)
+        for step in range(3):
+            adam.step(params, grads * (step + 1), 1e-2)
+        results.append((params, adam.m, adam.v))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)

@@ -104,3 +104,18 @@ def test_mismatched_shapes_are_refused_not_written_past():
                            (x, np.zeros((2, 64), np.float32))]:
         with pytest.raises(ValueError, match="shapes"):
             panel_matmul(bad_x, panels, bad_out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gates, H, j0, j1", [(4, 128, 0, 64), (4, 128, 64, 128), (3, 20, 3, 11),
+                                              (1, 40, 0, 40), (4, 7, 2, 5)])
+def test_packing_a_threads_units_equals_packing_their_columns(dtype, gates, H, j0, j1):
+    """pack_unit_panels (each team thread packs its own columns) is pack_panels of
+    model.unit_columns: the columns feeding units j0:j1, gate-major, zero-padded."""
+    from charrnn.kernels.panels import pack_unit_panels
+    from charrnn.model import empty_panels, unit_columns
+    W = np.random.default_rng(H + j0).standard_normal((9, gates * H)).astype(dtype)
+    panels = empty_panels(9, gates * (j1 - j0), dtype)
+    panels.fill(np.nan)
+    pack_unit_panels(W, gates, j0, j1, panels)
+    assert np.array_equal(panels, packed_panels(unit_columns(W, gates, j0, j1)))

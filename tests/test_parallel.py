@@ -1,6 +1,9 @@
 """charrnn.parallel: how work is shared among threads, and that every sharing gives the
 product or split it promises."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -33,20 +36,67 @@ def test_products_equal_numpy_on_any_thread_count(threads, count, rows, columns)
     np.testing.assert_allclose(out, a @ w, rtol=1e-12, atol=1e-12)
 
 
-def test_batch_pieces_split_rows_below_384_units_and_wide_layers_their_units(threads):
+@pytest.fixture
+def team(monkeypatch):
+    """Pretend Numba's thread team has this many threads (0: no usable team)."""
+    def use(size):
+        monkeypatch.setattr(parallel, "_team_size", size)
+    return use
+
+
+def test_batch_pieces_split_rows_below_384_units_and_wide_layers_their_units(threads, team):
     threads(2)
+    team(2)
     assert parallel.batch_pieces(50, 128) == [(0, 25), (25, 50)]
-    assert parallel.layer_units(128) == [(0, 128)]
     assert parallel.batch_pieces(50, 512) == [(0, 50)]
     assert parallel.layer_units(512) == [(0, 256), (256, 512)]
     assert parallel.batch_pieces(1, 128) == [(0, 1)]
-    assert parallel.layer_units(128) == [(0, 128)]  # B1: one thread
+    assert parallel.layer_units(128) == [(0, 64), (64, 128)]  # B1: two threads on the team
+    assert parallel.layer_units(64) == [(0, 64)]
     assert parallel.batch_pieces(32, 256) == [(0, 16), (16, 32)]
     assert parallel.batch_pieces(1, 256) == [(0, 1)]  # scoring one stream
     assert parallel.layer_units(256) == [(0, 128), (128, 256)]
+    team(0)  # no team: parts go to the pool, whose hand-offs cost more at 128 units
+    assert parallel.layer_units(128) == [(0, 128)]
+    assert parallel.layer_units(256) == [(0, 128), (128, 256)]
+    threads(3)
+    team(2)  # more parts than the team has threads: the pool, and so one thread at 128
+    assert parallel.layer_units(128) == [(0, 128)]
     threads(1)
     assert parallel.batch_pieces(50, 128) == [(0, 50)]
     assert parallel.layer_units(512) == [(0, 512)]
+
+
+def test_the_team_runs_parts_that_each_get_a_thread_of_it(threads, team):
+    team(2)
+    assert not parallel.team_runs(1)  # one part: called directly
+    assert parallel.team_runs(2) and not parallel.team_runs(3)
+    threads(2)
+    assert parallel.compiled_ranges(1000, 400, 100) == ([(0, 500), (500, 1000)], True)
+    assert parallel.compiled_ranges(150, 400, 100) == ([(0, 150)], False)
+    team(0)
+    assert not parallel.team_runs(2)
+    assert parallel.compiled_ranges(1000, 400, 100) == ([(0, 500), (500, 1000)], False)
+    assert parallel.compiled_ranges(700, 400, 100) == ([(0, 700)], False)
+
+
+def test_the_team_is_gnu_openmp_with_a_short_spin_unless_the_user_chose():
+    # a fresh process: the layer and the OpenMP runtime load once per process
+    script = ("import os; from charrnn import parallel; size = parallel.team_size(); "
+              "print(size, os.environ.get('GOMP_SPINCOUNT'))")
+    chosen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "GOMP_SPINCOUNT": "77"}, check=True)
+    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    default = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, check=True)
+    size, spin = default.stdout.split()
+    if size == "0":
+        pytest.skip("no GNU OpenMP runtime here")
+    assert int(size) >= 1 and spin == str(parallel.TEAM_SPIN_COUNT)
+    assert chosen.stdout.split() == [size, "77"]
+    dynamic = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env={**env, "OMP_DYNAMIC": "true"}, check=True)
+    assert dynamic.stdout.split()[0] == "0"  # OpenMP could start fewer threads than parts
 
 
 def test_inside_a_piece_work_stays_on_its_thread(threads):

@@ -199,6 +199,34 @@ def pack_panels(W, panels):
 
 
 @njit(cache=True, nogil=True)
+def pack_unit_panels(W, gates, j0, j1, panels):
+    """panels (P, K, PW) <- the columns of W (K, gates * H) that feed units j0:j1,
+    gate-major (as model.unit_columns selects them), in column panels of PW, zero past
+    them: pack_panels of those columns without copying them out first."""
+    K, H = W.shape[0], W.shape[1] // gates
+    P, _, PW = panels.shape
+    U = j1 - j0
+    for k in range(K):
+        p, q = 0, 0  # panel and column within it of the next logical column
+        for g in range(gates):
+            u = 0
+            while u < U:
+                run = min(PW - q, U - u)  # columns that fit this panel
+                source, target = W[k, g * H + j0 + u:g * H + j0 + u + run], panels[p, k]
+                for r in range(run):
+                    target[q + r] = source[r]
+                u += run
+                q += run
+                if q == PW:
+                    p, q = p + 1, 0
+        while p < P:
+            panels[p, k, q] = 0.0
+            q += 1
+            if q == PW:
+                p, q = p + 1, 0
+
+
+@njit(cache=True, nogil=True)
 def panel_matmul(x, panels, out):
     """out[:, :P*PW] = x (R, K) @ W, where panels (P, K, PW) = pack_panels(W); K >= 1.
     Rows of x and out may be strided (views of time-major arrays); columns contiguous."""

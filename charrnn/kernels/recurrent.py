@@ -10,12 +10,12 @@ step. Nothing is allocated inside a time loop. Arrays are time-major: (T, N, ...
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import CELL_GRU, CELL_LSTM
 from .gru import gru_block_backward, gru_block_forward
 from .lstm import lstm_block_backward, lstm_block_forward
-from .panels import panel_columns, panel_matmul
+from .panels import pack_panels, pack_unit_panels, panel_columns, panel_matmul
 from .rnn import rnn_block_backward, rnn_block_forward
 from .sync import meet
 
@@ -110,6 +110,37 @@ def recurrent_backward(cell, WhT_panels, h0, c0, hs, cs, acts, aux, dhs, dgx, dg
         dc[:, :] = dc_prev
     dh0[:, j0:j1] = dh_carry
     dc0[:, j0:j1] = dc
+
+
+@njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+def recurrent_forward_team(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, Wh_parts, gh_parts,
+                           bounds, counters):
+    """recurrent_forward of every part k, units bounds[k, 0]:bounds[k, 1], each on a
+    thread of Numba's team, which starts in about 2 us (handing a part to a Python
+    thread took 35-200 us here, more than splitting a batch-1 layer saves). Each thread
+    first packs its units' columns of Wh (H, GH) into its own Wh_parts[k], in parallel
+    and into its own core's cache; gh_parts[k] is its scratch. Only for teams that give
+    each part a thread of its own (parallel.team_runs): the parts meet every step."""
+    parts = bounds.shape[0]
+    gates = Wh.shape[1] // Wh.shape[0]
+    for k in prange(parts):
+        j0, j1 = bounds[k, 0], bounds[k, 1]
+        pack_unit_panels(Wh, gates, j0, j1, Wh_parts[k])
+        recurrent_forward(cell, gx, Wh_parts[k], bn, h0, c0, hs, cs, acts, aux, gh_parts[k],
+                          j0, j1, parts, counters)
+
+
+@njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+def recurrent_backward_team(cell, Wh, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0, dc0,
+                            WhT_parts, dbn_parts, bounds, counters):
+    """recurrent_backward of every part k on Numba's team, as recurrent_forward_team:
+    each thread packs Wh[j0:j1].T into its WhT_parts[k] and sums into its dbn_parts[k]."""
+    parts = bounds.shape[0]
+    for k in prange(parts):
+        j0, j1 = bounds[k, 0], bounds[k, 1]
+        pack_panels(Wh[j0:j1].T, WhT_parts[k])
+        recurrent_backward(cell, WhT_parts[k], h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0,
+                           dc0, dbn_parts[k], j0, j1, parts, counters)
 
 
 @njit(cache=True, error_model="numpy")

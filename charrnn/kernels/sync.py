@@ -12,7 +12,7 @@ parts * k, so no reset is needed between meetings. The caller zeroes it before t
 """
 
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -77,3 +77,11 @@ def release_meetings(counters):
     has stopped (raised), and the others would otherwise wait for it forever (while
     spinning in compiled code, where even Ctrl-C is not seen)."""
     atomic_add(counters, RELEASED)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def team_probe(marks):
+    """marks[k] = 1 on Numba's thread team: the first parallel call, which loads the
+    threading layer (parallel.team_size asks which one it is)."""
+    for k in prange(marks.shape[0]):
+        marks[k] = 1
