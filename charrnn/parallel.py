@@ -33,6 +33,7 @@ _pool: ThreadPoolExecutor | None = None
 _threads = 0
 _cores = 0  # the cores this process may use, asked once
 _team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
+_team_pid = 0  # the process that loaded the team: a fork() of it may not use it
 TEAM_SPIN_COUNT = 3000  # GOMP_SPINCOUNT unless the user set it (_load_team)
 
 
@@ -131,7 +132,7 @@ def compiled_ranges(rows: int, min_rows: int, min_rows_on_team: int
     """row_ranges for the parts of a compiled loop, and whether they run as its `*_team`
     kernel: parts start so cheaply there that each needs fewer rows (min_rows_on_team
     rather than min_rows) to be worth a thread."""
-    if team_size() > 1:
+    if team_size() > 1 and os.getpid() == _team_pid:
         ranges = row_ranges(rows, min_rows_on_team)
         if team_runs(len(ranges)):
             return ranges, True
@@ -144,16 +145,17 @@ def team_runs(parts: int) -> bool:
     thread each, at once: OpenMP's static schedule gives each of up to team_size() parts
     its own thread, but TBB and Numba's workqueue may run two parts one after the other
     on one thread, whose first meeting would then wait forever, so only OpenMP's team
-    is used."""
-    return 1 < parts <= team_size()
+    is used. Not in a child fork()ed after the team started: GNU OpenMP is not fork-safe
+    (Numba ends such a child with SIGTERM), so there the pool runs them."""
+    return 1 < parts <= team_size() and os.getpid() == _team_pid
 
 
 def team_size() -> int:
     """Threads in Numba's team if its threading layer is OpenMP (chosen here when the
     user did not choose one), else 0. The first call loads the layer (~10 ms)."""
-    global _team_size
+    global _team_size, _team_pid
     if _team_size is None:
-        _team_size = _load_team()
+        _team_size, _team_pid = _load_team(), os.getpid()
     return _team_size
 
 

@@ -41,6 +41,7 @@ def team(monkeypatch):
     """Pretend Numba's thread team has this many threads (0: no usable team)."""
     def use(size):
         monkeypatch.setattr(parallel, "_team_size", size)
+        monkeypatch.setattr(parallel, "_team_pid", os.getpid())
     return use
 
 
@@ -137,3 +138,37 @@ def test_a_part_that_raises_releases_the_meetings_of_the_others(threads):
     watcher.join(30)
     assert not watcher.is_alive(), "part 0 still waits for the part that raised"
     assert outcome == ["part 1 stopped"] and passed == [0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_child_forked_after_the_team_started_trains_on_the_pool():
+    # GNU OpenMP is not fork-safe: Numba ends a forked child that enters a parallel
+    # region with SIGTERM. A batch-1 step in such a child must use the pool instead.
+    script = """
+import os, sys
+import numpy as np
+from charrnn import parallel
+from charrnn.model import Model, ModelConfig
+parallel.set_thread_count(2)
+model = Model(ModelConfig("lstm", 5, 128, 1, 0))
+model.initialise(np.random.default_rng(0))
+x = np.zeros((1, 3), np.int64)
+h, c = model.zero_state(1)
+model.forward(x, x, h, c)
+model.backward()  # in the parent: the team, when there is one
+pid = os.fork()
+if pid == 0:
+    ok = not parallel.team_runs(2) and len(parallel.layer_units(128)) == 1
+    model.forward(x, x, h, c)
+    model.backward()
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(parallel.team_size(), os.waitstatus_to_exitcode(status))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    size, child = done.stdout.split()
+    if size == "0":
+        pytest.skip("no GNU OpenMP team here")
+    assert child == "0"  # not -15 (SIGTERM) nor 3 (still on the team)
