@@ -227,6 +227,21 @@ def test_greedy_generation_takes_the_most_likely_character_each_step(sampler):
         ids.append(sampler.vocab.chars.index(ch))
 
 
+def test_generation_reaches_the_state_of_stepping_through_its_own_text(any_depth_model):
+    # Generation computes every other step's recurrent products before the layers run
+    # (it keeps more of the weights in cache); the state after n steps must still be
+    # that of the one-token steps fed the same n tokens.
+    sampler = Sampler(*any_depth_model)
+    for n in (1, 2, 7, 40):
+        h, c = sampler.zero_state()
+        out = np.empty(n, np.int64)
+        sampler.generate_into(3, np.random.default_rng(n).random(n), Decoding(0.9), h, c, out)
+        h_steps, c_steps = sampler.zero_state()
+        sampler.token_losses(np.concatenate([[3], out]), h_steps, c_steps)
+        np.testing.assert_allclose(h, h_steps, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(c, c_steps, rtol=1e-6, atol=1e-7)
+
+
 def test_same_rng_seed_same_text_and_streaming_chunks_join_up(sampler):
     prime_ids, _ = sampler.vocab.encode("a")
     one = list(sampler.stream(prime_ids, 300, Decoding(0.8), np.random.default_rng(5)))

@@ -132,6 +132,12 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     step i reads [i % 2] and writes [1 - i % 2], so no thread overwrites a state
     another may still be reading; after n steps the state is in [n % 2]. Output
     (part 0): out_ids (n). Returns the last id.
+
+    Every other step computes all layers' recurrent products first, top layer first:
+    they need only the previous step's state, and the weights the step before read last
+    (the top layers') are then read again while still in this core's cache instead of
+    all of them streaming from L3 every step. 2 x 512 in bfloat16 (3 MB of weights per
+    thread, 2 MB of L2 per core) went from 7.7-8.2k to 9.7-9.8k chars/s side by side.
     """
     L, H = h_pair.shape[1], h_pair.shape[2]
     GU, U, V = table0_units.shape[1], j1 - j0, by.shape[0]
@@ -140,7 +146,7 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     dtype = h_pair.dtype
     gx = np.zeros((1, GH), dtype)  # full-width; this part fills its own columns
     gx_units = np.empty((1, panel_columns(Wh_panels)), dtype)
-    gh = np.empty((1, panel_columns(Wh_panels)), dtype)
+    gh = np.empty((L, panel_columns(Wh_panels)), dtype)  # each layer's h_prev @ Wh
     acts = np.empty((1, GH), dtype)
     aux = np.empty((1, H), dtype)
     logits_padded = np.empty((1, panel_columns(Wy_panels)), dtype)
@@ -149,6 +155,9 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     meeting = 0
     for i in range(out_ids.shape[0]):
         now, nxt = i % 2, 1 - i % 2
+        if i % 2:  # the recurrent products first, top layer first (see above)
+            for layer in range(L - 1, -1, -1):
+                panel_matmul(h_pair[now, layer:layer + 1], Wh_panels[layer], gh[layer:])
         for layer in range(L):
             if layer == 0:
                 gx_units[0, :GU] = table0_units[token]
@@ -157,8 +166,10 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
                 gx_units[0, :GU] += b_up_units[layer - 1]
             for g in range(G):
                 gx[0, g * H + j0:g * H + j1] = gx_units[0, g * U:(g + 1) * U]
-            panel_matmul(h_pair[now, layer:layer + 1], Wh_panels[layer], gh)
-            cell_block_forward(cell, gx, gh, bn[layer], h_pair[now, layer:layer + 1],
+            if not i % 2:
+                panel_matmul(h_pair[now, layer:layer + 1], Wh_panels[layer], gh[layer:])
+            cell_block_forward(cell, gx, gh[layer:layer + 1], bn[layer],
+                               h_pair[now, layer:layer + 1],
                                c_pair[now, layer:layer + 1], h_pair[nxt, layer:layer + 1],
                                c_pair[nxt, layer:layer + 1], acts, aux, j0, j1)
             meeting += 1
