@@ -80,7 +80,7 @@ def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
     Forward + backward per step, 2 threads, LSTM (best of 3, two runs each): 256 units,
     batch 32 x 64: pieces 41.9-42.9 ms, units 44.8-51.2; 384: 90-91 vs 94-98 at batch
     32, 118 vs 112 at batch 50; 512 x batch 50: 210 vs 197. A batch of one row has no
-    pieces: its layers split their units from UNIT_SPLIT_WIDTH (scoring a text)."""
+    pieces: its layers split their units instead (layer_units; scoring a text)."""
     if units >= PIECES_BELOW_WIDTH:
         return [(0, rows)]
     return row_ranges(rows, 1)
@@ -130,9 +130,9 @@ def unit_ranges(units: int) -> list[tuple[int, int]]:
 def compiled_ranges(rows: int, min_rows: int, min_rows_on_team: int
                     ) -> tuple[list[tuple[int, int]], bool]:
     """row_ranges for the parts of a compiled loop, and whether they run as its `*_team`
-    kernel: parts start so cheaply there that each needs fewer rows (min_rows_on_team
-    rather than min_rows) to be worth a thread."""
-    if team_size() > 1 and os.getpid() == _team_pid:
+    kernel (team_runs, which then sized the team): parts start so cheaply there that
+    each needs fewer rows (min_rows_on_team rather than min_rows) to be worth a thread."""
+    if thread_count() > 1:
         ranges = row_ranges(rows, min_rows_on_team)
         if team_runs(len(ranges)):
             return ranges, True
@@ -140,19 +140,29 @@ def compiled_ranges(rows: int, min_rows: int, min_rows_on_team: int
 
 
 def team_runs(parts: int) -> bool:
-    """Whether `parts` (> 1) parts of a compiled loop run as one call of its `*_team`
-    kernel on Numba's thread team, rather than on the pool. Parts that meet need a
-    thread each, at once: OpenMP's static schedule gives each of up to team_size() parts
-    its own thread, but TBB and Numba's workqueue may run two parts one after the other
-    on one thread, whose first meeting would then wait forever, so only OpenMP's team
-    is used. Not in a child fork()ed after the team started: GNU OpenMP is not fork-safe
+    """Whether `parts` parts of a compiled loop run as one call of its `*_team` kernel
+    on Numba's thread team rather than on the pool; if so, the team is set, for this
+    thread's next calls, to exactly `parts` threads and one part each (whatever a
+    caller set before: fewer threads, or chunks of several iterations, would put two
+    parts on one thread).
+
+    Parts that meet need a thread each, at once: OpenMP's static schedule gives each of
+    them its own, but TBB and Numba's workqueue may run two parts one after the other on
+    one thread, whose first meeting would then wait forever, so only OpenMP's team is
+    used. Not in a child fork()ed after the team started: GNU OpenMP is not fork-safe
     (Numba ends such a child with SIGTERM), so there the pool runs them."""
-    return 1 < parts <= team_size() and os.getpid() == _team_pid
+    if not 1 < parts <= team_size() or os.getpid() != _team_pid:
+        return False
+    import numba
+    numba.set_num_threads(parts)
+    numba.set_parallel_chunksize(0)
+    return True
 
 
 def team_size() -> int:
-    """Threads in Numba's team if its threading layer is OpenMP (chosen here when the
-    user did not choose one), else 0. The first call loads the layer (~10 ms)."""
+    """How many threads Numba's team may have if its threading layer is GNU OpenMP
+    (chosen here when the user did not choose a layer), else 0. The first call loads
+    the layer (~10 ms)."""
     global _team_size, _team_pid
     if _team_size is None:
         _team_size, _team_pid = _load_team(), os.getpid()
@@ -161,18 +171,27 @@ def team_size() -> int:
 
 def _load_team() -> int:
     """Load Numba's threading layer, as OpenMP unless the user chose another; the team's
-    size if it is GNU OpenMP (the one measured), else 0.
+    largest size if it is GNU OpenMP (the one measured), else 0.
 
     After a parallel region GNU OpenMP's threads spin for GOMP_SPINCOUNT iterations
     before they sleep: by default about 6 ms here, in which a spinning thread took a
     core from the pool threads that run the next step's batch pieces (S trained 0.86-0.95x
     PyTorch instead of 1.4x). TEAM_SPIN_COUNT (about 70 us) still covers most gaps
-    between a batch-1 step's team calls (S 1.55x, B1 2.2-2.3x; 10,000: S 1.3x)."""
+    between a batch-1 step's team calls (S 1.55x, B1 2.2-2.3x; 10,000: S 1.3x). libgomp
+    reads it once, when loaded; it is then taken out of the environment again, so child
+    processes (a PyTorch peer in `bench`) keep their own default."""
     import numba
 
     if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("1", "true", "yes", "on"):
         return 0  # OpenMP may then start fewer threads than parts
-    os.environ.setdefault("GOMP_SPINCOUNT", str(TEAM_SPIN_COUNT))  # read when loaded
+    size = numba.config.NUMBA_NUM_THREADS
+    if os.environ.get("OMP_THREAD_LIMIT", "").strip():
+        try:
+            size = min(size, int(os.environ["OMP_THREAD_LIMIT"]))
+        except ValueError:
+            return 0
+    spin_chosen = "GOMP_SPINCOUNT" in os.environ
+    os.environ.setdefault("GOMP_SPINCOUNT", str(TEAM_SPIN_COUNT))
     chosen = numba.config.THREADING_LAYER
     if chosen == "default":
         numba.config.THREADING_LAYER = "omp"
@@ -185,7 +204,21 @@ def _load_team() -> int:
     except Exception:  # no OpenMP runtime here: Numba cannot load the layer
         numba.config.THREADING_LAYER = chosen
         return 0
-    return numba.get_num_threads() if gnu_openmp else 0
+    finally:
+        if not spin_chosen:
+            os.environ.pop("GOMP_SPINCOUNT", None)
+    return size if gnu_openmp else 0
+
+
+def _forget_threads() -> None:
+    """In a child fork()ed from this process: the pool's threads were not copied, and
+    the affinity may differ; both are made anew when needed."""
+    global _pool, _cores
+    _pool, _cores = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
 
 
 def run_parts(function, arguments: list[tuple]) -> list:

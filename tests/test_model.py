@@ -510,9 +510,9 @@ def test_threads_give_the_results_of_one_thread(cell, monkeypatch):
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     team = parallel.team_size()
-    # (3, 1), (2, 1): units split, on the pool (no team, or more parts than its threads)
-    # and, where there is one, on Numba's team; (2, 1000), (3, 1000): the batch split
-    # into row pieces
+    # (3, 1), (2, 1): units split, on the pool (no team, or, here on 2 cores, more parts
+    # than its threads) and on Numba's team where there is one; (2, 1000), (3, 1000):
+    # the batch split into row pieces
     for threads, pieces_below, team_size in ((1, 1000, team), (3, 1, team), (2, 1, 0),
                                              (2, 1, team), (2, 1000, team), (3, 1000, team)):
         monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", pieces_below)

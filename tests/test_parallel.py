@@ -81,23 +81,58 @@ def test_the_team_runs_parts_that_each_get_a_thread_of_it(threads, team):
     assert parallel.compiled_ranges(700, 400, 100) == ([(0, 700)], False)
 
 
-def test_the_team_is_gnu_openmp_with_a_short_spin_unless_the_user_chose():
-    # a fresh process: the layer and the OpenMP runtime load once per process
+def run_script(script, **env):
+    """Run a Python script in a fresh process (the threading layer and the OpenMP
+    runtime load once per process), with a timeout: a part waiting for a partner that
+    never comes would spin forever. Returns its stdout's words."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("GOMP_SPINCOUNT", "OMP_DYNAMIC", "OMP_THREAD_LIMIT")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**environment, **env}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_team_is_gnu_openmp_and_leaves_the_environment_as_it_was():
     script = ("import os; from charrnn import parallel; size = parallel.team_size(); "
               "print(size, os.environ.get('GOMP_SPINCOUNT'))")
-    chosen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env={**os.environ, "GOMP_SPINCOUNT": "77"}, check=True)
-    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
-    default = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             env=env, check=True)
-    size, spin = default.stdout.split()
+    size, spin = run_script(script)
     if size == "0":
         pytest.skip("no GNU OpenMP runtime here")
-    assert int(size) >= 1 and spin == str(parallel.TEAM_SPIN_COUNT)
-    assert chosen.stdout.split() == [size, "77"]
-    dynamic = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             env={**env, "OMP_DYNAMIC": "true"}, check=True)
-    assert dynamic.stdout.split()[0] == "0"  # OpenMP could start fewer threads than parts
+    # libgomp read charrnn's short spin when it loaded; children get their own default
+    assert spin == "None"
+    assert run_script(script, GOMP_SPINCOUNT="77") == [size, "77"]  # the user's stays
+    # OpenMP could start fewer threads than parts: no team, or one of a single thread
+    assert run_script(script, OMP_DYNAMIC="true")[0] == "0"
+    assert run_script(script, OMP_THREAD_LIMIT="1")[0] in ("0", "1")
+
+
+def test_the_team_gives_each_part_a_thread_whatever_the_caller_set_before():
+    # Two threads, a batch of one row at 128 units: its layers' parts run on the team,
+    # even after the caller shrank Numba's team to one thread or asked for chunks.
+    script = """
+import numba
+import numpy as np
+from charrnn import parallel
+from charrnn.model import Model, ModelConfig
+parallel.set_thread_count(2)
+if parallel.team_size() < 2:
+    print("skip"); raise SystemExit
+numba.set_num_threads(1)
+numba.set_parallel_chunksize(4)
+model = Model(ModelConfig("lstm", 5, 128, 2, 0))
+model.initialise(np.random.default_rng(0))
+x = np.zeros((1, 6), np.int64)
+h, c = model.zero_state(1)
+assert parallel.team_runs(2) and numba.get_num_threads() == 2
+model.forward(x, x, h, c)
+model.backward()
+print("done")
+"""
+    result = run_script(script)
+    if result == ["skip"]:
+        pytest.skip("no GNU OpenMP team here")
+    assert result == ["done"]
 
 
 def test_inside_a_piece_work_stays_on_its_thread(threads):
@@ -141,9 +176,10 @@ def test_a_part_that_raises_releases_the_meetings_of_the_others(threads):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
-def test_a_child_forked_after_the_team_started_trains_on_the_pool():
+def test_a_child_forked_after_the_team_and_the_pool_started_trains_on_a_new_pool():
     # GNU OpenMP is not fork-safe: Numba ends a forked child that enters a parallel
-    # region with SIGTERM. A batch-1 step in such a child must use the pool instead.
+    # region with SIGTERM. A batch-1 step in such a child must use the pool instead, and
+    # the parent's pool threads do not exist in the child.
     script = """
 import os, sys
 import numpy as np
@@ -156,19 +192,26 @@ x = np.zeros((1, 3), np.int64)
 h, c = model.zero_state(1)
 model.forward(x, x, h, c)
 model.backward()  # in the parent: the team, when there is one
+batch = np.zeros((8, 6), np.int64)
+model.forward(batch, batch, *model.zero_state(8))  # and the pool: two batch pieces
+wide = Model(ModelConfig("lstm", 5, 256, 1, 0))
+wide.initialise(np.random.default_rng(1))
 pid = os.fork()
 if pid == 0:
+    import signal
+    signal.alarm(60)  # a child stuck in compiled code ends; the test's timeout is the parent's
     ok = not parallel.team_runs(2) and len(parallel.layer_units(128)) == 1
     model.forward(x, x, h, c)
     model.backward()
+    # 256 units split on the pool, whose threads the fork did not copy: a new pool
+    ok = ok and len(parallel.layer_units(256)) == 2
+    wide.forward(x, x, *wide.zero_state(1))
+    wide.backward()
     os._exit(0 if ok else 3)
 _, status = os.waitpid(pid, 0)
 print(parallel.team_size(), os.waitstatus_to_exitcode(status))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    size, child = done.stdout.split()
+    size, child = run_script(script)
     if size == "0":
         pytest.skip("no GNU OpenMP team here")
-    assert child == "0"  # not -15 (SIGTERM) nor 3 (still on the team)
+    assert child == "0"  # not -15 (SIGTERM), 3 (still on the team) nor a timeout
