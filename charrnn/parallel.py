@@ -34,7 +34,7 @@ _threads = 0
 _cores = 0  # the cores this process may use, asked once
 _team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
 _team_pid = 0  # the process that loaded the team: a fork() of it may not use it
-TEAM_SPIN_COUNT = 3000  # GOMP_SPINCOUNT unless the user set it (_load_team)
+TEAM_SPIN_COUNT = 15000  # GOMP_SPINCOUNT unless the user set it (_load_team)
 
 
 class _ThisThread(threading.local):
@@ -174,12 +174,14 @@ def _load_team() -> int:
     largest size if it is GNU OpenMP (the one measured), else 0.
 
     After a parallel region GNU OpenMP's threads spin for GOMP_SPINCOUNT iterations
-    before they sleep: by default about 6 ms here, in which a spinning thread took a
-    core from the pool threads that run the next step's batch pieces (S trained 0.86-0.95x
-    PyTorch instead of 1.4x). TEAM_SPIN_COUNT (about 70 us) still covers most gaps
-    between a batch-1 step's team calls (S 1.55x, B1 2.2-2.3x; 10,000: S 1.3x). libgomp
-    reads it once, when loaded; it is then taken out of the environment again, so child
-    processes (a PyTorch peer in `bench`) keep their own default."""
+    before they sleep: by default about 6 ms here, in which a spinning thread takes a
+    core from the pool threads that run the next step's batch pieces; a thread that
+    slept must be woken (tens of us here) at the next call. TEAM_SPIN_COUNT spins about
+    300 us, which covers most gaps between a batch-1 step's team calls. Measured, chars/s
+    with spin counts 3,000 / 15,000 / GNU's default: S 339k / 330k / 195k, M 136k / 135k
+    / 117k, B1 27.0k / 28.9k / 30.3k. libgomp reads the variable once, when loaded; it is
+    then taken out of the environment again, so child processes (the PyTorch peer of
+    `bench`) keep their own default."""
     import numba
 
     if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("1", "true", "yes", "on"):
