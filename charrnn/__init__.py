@@ -61,25 +61,38 @@ def prune_kernel_caches(root, current: str) -> None:
     """Mark root/current as used now and remove the other kernel caches in root unused
     for KERNEL_CACHE_KEEP_DAYS: every kernel edit or upgrade leaves one behind (about
     4 MB each), and an install that shares the directory keeps its own as long as it
-    runs within that time. Failures are ignored: pruning must never stop a command."""
+    runs within that time."""
+    prune_unused(root, r"numba-[0-9a-f]{16}", lambda name: name == current,
+                 KERNEL_CACHE_KEEP_DAYS)
+
+
+def prune_unused(root, pattern: str, in_use, days: float) -> None:
+    """In directory root, among the entries whose names fully match the regex
+    `pattern`: mark those for which in_use(name) is true as used now, and remove the
+    others (files or directories) unused for `days`. Everything else in root stays.
+    Failures are ignored: pruning must never stop a command."""
     import os
     import re
     import shutil
     import time
-    from pathlib import Path
 
-    root = Path(root)
+    oldest = time.time() - days * 86400
     try:
-        os.utime(root / current)
-        others = [path for path in root.iterdir()
-                  if path.name != current and re.fullmatch(r"numba-[0-9a-f]{16}", path.name)]
+        names = os.listdir(root)
     except OSError:
         return
-    oldest = time.time() - KERNEL_CACHE_KEEP_DAYS * 86400
-    for path in others:
+    for name in names:
+        if not re.fullmatch(pattern, name):
+            continue
+        path = os.path.join(root, name)
         try:
-            if path.is_dir() and path.stat().st_mtime < oldest:
-                shutil.rmtree(path, ignore_errors=True)
+            if in_use(name):
+                os.utime(path)
+            elif os.stat(path).st_mtime < oldest:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
         except OSError:
             continue
 

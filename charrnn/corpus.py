@@ -25,11 +25,11 @@ import secrets
 import stat
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import prune_unused
 from .vocab import code_points
 
 CHUNK_BYTES = 1 << 20  # bytes per read: ~13 MB of transient arrays, few Python round trips
@@ -325,23 +325,9 @@ class Corpus:
 def prune_cache(cache: str, keep: str, days: float = CACHE_KEEP_DAYS) -> None:
     """Mark the cache entries of corpus key `keep` as used now, and remove other
     corpora's counts and ids that no run has used for `days`. Only names this module
-    writes are touched (kernel caches and anything else in the directory stay), and
-    failures are ignored: a cache that cannot be pruned must never stop a run. A run
+    writes are touched (kernel caches and anything else in the directory stay). A run
     still reading a removed ids file keeps its open handle (POSIX)."""
-    oldest = time.time() - days * 86400
-    try:
-        names = os.listdir(cache)
-    except OSError:
-        return
-    for name in names:
-        if not CACHE_ENTRY.fullmatch(name):
-            continue
-        path = os.path.join(cache, name)
-        with contextlib.suppress(OSError):
-            if name.startswith(keep):
-                os.utime(path)
-            elif os.stat(path).st_mtime < oldest:
-                os.unlink(path)
+    prune_unused(cache, CACHE_ENTRY.pattern, lambda name: name.startswith(keep), days)
 
 
 class IdFile:
