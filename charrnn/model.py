@@ -298,6 +298,7 @@ class Model:
         dc0 = np.empty_like(c0)
         dgx = np.empty((T, N, GH), self.dtype)  # reused by every layer
         dgh = np.empty((T, N, GH), self.dtype) if cell == CELL_GRU else dgx
+        parts = parallel.layer_units(H)  # the same for every layer
         for layer in range(L - 1, -1, -1):
             states, cs, acts, aux = layer_caches[layer]
             dhs = dx.reshape(T, N, H)
@@ -305,7 +306,6 @@ class Model:
                 dhs = dhs * masks[layer]
             dhs = np.ascontiguousarray(dhs)
             Wh = p[f"Wh{layer}"]
-            parts = parallel.layer_units(H)
             dbn_parts = np.zeros((len(parts), H), self.dtype)  # one private dbn per thread
             counters = np.zeros(1, np.int64)
             if parallel.team_runs(len(parts)):  # each thread packs its own rows of Wh

@@ -99,7 +99,7 @@ def layer_units(units: int) -> list[tuple[int, int]]:
     if units < min(TEAM_SPLIT_WIDTH, UNIT_SPLIT_WIDTH):
         return [(0, units)]
     ranges = unit_ranges(units)
-    if units >= UNIT_SPLIT_WIDTH or team_runs(len(ranges)):
+    if units >= UNIT_SPLIT_WIDTH or _team_fits(len(ranges)):
         return ranges
     return [(0, units)]
 
@@ -151,12 +151,17 @@ def team_runs(parts: int) -> bool:
     one thread, whose first meeting would then wait forever, so only OpenMP's team is
     used. Not in a child fork()ed after the team started: GNU OpenMP is not fork-safe
     (Numba ends such a child with SIGTERM), so there the pool runs them."""
-    if not 1 < parts <= team_size() or os.getpid() != _team_pid:
+    if not _team_fits(parts):
         return False
     import numba
     numba.set_num_threads(parts)
     numba.set_parallel_chunksize(0)
     return True
+
+
+def _team_fits(parts: int) -> bool:
+    """team_runs' answer, without sizing the team (layer_units only decides a split)."""
+    return 1 < parts <= team_size() and os.getpid() == _team_pid
 
 
 def team_size() -> int:
