@@ -40,6 +40,10 @@ CACHE_LAYOUT = 1  # part of every cache key: bump it when the file layout change
 # used them for this long; any later run on the same text rebuilds them.
 CACHE_KEEP_DAYS = 30
 CACHE_ENTRY = re.compile(r"[0-9a-f]{32}(\.counts\.json|-[0-9a-f]{16}\.[a-z0-9]+)")
+# What a run killed mid-write leaves behind: a spool of standard input, or an entry's
+# temporary (_atomic_write). Never in use by a later run; removed after as long.
+CACHE_TEMPORARY = re.compile(r"spool-[a-z0-9_]+\.tmp|(" + CACHE_ENTRY.pattern
+                             + r")\.tmp[0-9]+-[0-9a-f]{8}")
 
 
 class CorpusError(ValueError):
@@ -324,10 +328,13 @@ class Corpus:
 
 def prune_cache(cache: str, keep: str, days: float = CACHE_KEEP_DAYS) -> None:
     """Mark the cache entries of corpus key `keep` as used now, and remove other
-    corpora's counts and ids that no run has used for `days`. Only names this module
+    corpora's counts and ids that no run has used for `days`, and temporaries that
+    crashed runs left and nothing has written for as long. Only names this module
     writes are touched (kernel caches and anything else in the directory stay). A run
     still reading a removed ids file keeps its open handle (POSIX)."""
-    prune_unused(cache, CACHE_ENTRY.pattern, lambda name: name.startswith(keep), days)
+    prune_unused(cache, f"{CACHE_ENTRY.pattern}|{CACHE_TEMPORARY.pattern}",
+                 lambda name: name.startswith(keep) and not CACHE_TEMPORARY.fullmatch(name),
+                 days)
 
 
 class IdFile:

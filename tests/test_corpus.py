@@ -282,7 +282,8 @@ def test_each_vocabulary_has_its_own_ids_file(tmp_path, cache):
 
 def test_corpora_unused_for_a_month_leave_the_cache(tmp_path, cache):
     """Opening a corpus marks its own entries used and removes other corpora's counts and
-    ids unused for CACHE_KEEP_DAYS; kernel caches and unknown files stay."""
+    ids unused for CACHE_KEEP_DAYS, and temporaries of killed runs as old, its own
+    corpus's too; kernel caches and unknown files stay."""
     def cached(text, name):
         with Corpus(write(tmp_path, text, name), cache=cache) as corpus:
             corpus.ids(Vocab.from_counter(corpus.counts))
@@ -291,16 +292,22 @@ def test_corpora_unused_for_a_month_leave_the_cache(tmp_path, cache):
         cached("the one in use", "c.txt")
     assert len(stale) == len(recent) == len(current) == 2  # counts and ids each
     os.mkdir(os.path.join(cache, "numba-00000000000000aa"))
-    with open(os.path.join(cache, "notes.txt"), "w") as handle:
-        handle.write("not ours")
+    # what killed runs leave: a spool of stdin, temporaries of this corpus's entries
+    stale_temporaries = ["spool-k2j_9x0q.tmp", f"{current[0]}.tmp4242-0a1b2c3d"]
+    recent_temporaries = ["spool-abc123de.tmp", f"{current[1]}.tmp77-deadbeef"]
+    for name in ["notes.txt", *stale_temporaries, *recent_temporaries]:
+        with open(os.path.join(cache, name), "w") as handle:
+            handle.write("not ours" if name == "notes.txt" else "half written")
     day, now = 86400, time.time()
     for names, age in ((stale, CACHE_KEEP_DAYS + 1), (recent, CACHE_KEEP_DAYS - 1),
-                       (current, 400), (["numba-00000000000000aa", "notes.txt"], 400)):
+                       (current, 400), (["numba-00000000000000aa", "notes.txt"], 400),
+                       (stale_temporaries, CACHE_KEEP_DAYS + 1),
+                       (recent_temporaries, CACHE_KEEP_DAYS - 1)):
         for name in names:
             os.utime(os.path.join(cache, name), (now - age * day, now - age * day))
-    assert cached("the one in use", "c.txt") == current
-    assert sorted(os.listdir(cache)) == sorted(recent + current + ["notes.txt",
-                                                                   "numba-00000000000000aa"])
+    assert cached("the one in use", "c.txt") == sorted(current + [recent_temporaries[1]])
+    assert sorted(os.listdir(cache)) == sorted(recent + current + recent_temporaries + [
+        "notes.txt", "numba-00000000000000aa"])
     assert all(os.stat(os.path.join(cache, name)).st_mtime > now - day for name in current)
 
 
