@@ -17,7 +17,7 @@ import time
 
 import click
 
-from . import __version__, defaults, key_kernel_cache, one_blas_thread
+from . import __version__, defaults, keep_freed_memory, key_kernel_cache, one_blas_thread
 
 
 def parse_duration(value: str | None) -> float | None:
@@ -584,5 +584,6 @@ def sparkline(values) -> str:
 
 def main():
     one_blas_thread()
+    keep_freed_memory()
     key_kernel_cache()
     cli(prog_name="charrnn")
