@@ -8,9 +8,9 @@ serially.
 
 Handing a piece to a pool thread costs 35-200 us on this VM (a sleeping thread's
 wake-up, then the GIL). Compiled loops that run often and briefly (a batch-1 layer's
-time loop, Adam) therefore start on Numba's own thread team instead, a prange over the
-parts (`*_team` kernels), which starts in about 2 us with no GIL involved; see
-team_runs for when that is allowed.
+time loop, Adam, matrix products of few rows) therefore start on Numba's own thread
+team instead, a prange over the parts (`*_team` kernels), which starts in about 2 us
+with no GIL involved; see team_runs for when that is allowed.
 """
 
 from __future__ import annotations
