@@ -26,21 +26,23 @@ def one_blas_thread() -> None:
 
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for the next allocation rather than give
-    it back to the system, unless the user set any MALLOC_* variable; returns whether
-    it did. Every training step allocates its caches afresh (M: about 30 MB), and by
-    default glibc returns most of them when they are freed, so the next step faults
-    every page in again: M trained 20.8-21.0 ms per step with 139-238k page faults in
-    120 steps, 17.8-19.0 ms with 38k this way, at the same peak RSS (221 MB). Arrays
-    above 32 MB are still mapped and unmapped on their own. Elsewhere (no mallopt, or
-    musl's, which ignores it) nothing changes."""
+    it back to the system, unless the user set any MALLOC_* variable or a malloc
+    tunable (GLIBC_TUNABLES); returns whether both settings took. Every training step
+    allocates its caches afresh (M: about 30 MB), and by default glibc returns most of
+    them when they are freed, so the next step faults every page in again: M trained
+    20.8-21.0 ms per step with 139-238k page faults in 120 steps, 17.8-19.0 ms with 38k
+    this way, at the same peak RSS (221 MB). Arrays above 32 MB are still mapped and
+    unmapped on their own. Elsewhere (no mallopt, or musl's, which ignores it) nothing
+    changes."""
     import ctypes
     import os
 
-    if any(name.startswith("MALLOC_") for name in os.environ):
+    if any(name.startswith("MALLOC_") for name in os.environ) or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))

@@ -261,7 +261,8 @@ def run_meeting_parts(function, arguments: list[tuple], counters: np.ndarray) ->
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a @ b, rows of a split across threads. a (M, K), b (K, P), out (M, P).
-    Products of fewer rows split their columns on Numba's team instead (team_product)."""
+    Large products of fewer rows split their columns on Numba's team instead
+    (team_product)."""
     if a.shape[0] < 2 * MIN_ROWS_PER_PRODUCT or thread_count() == 1:
         if not team_product(a, b, out):
             np.matmul(a, b, out=out)  # one piece: no closure, no hand-off
@@ -275,8 +276,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a.T @ b, the shared rows split across threads, each summing into its own
-    buffer; the buffers are added afterwards. a (M, K), b (M, P), out (K, P). Fewer
-    shared rows split out's columns on Numba's team instead (team_product)."""
+    buffer; the buffers are added afterwards. a (M, K), b (M, P), out (K, P). Large
+    products with fewer shared rows split out's columns on Numba's team instead
+    (team_product)."""
     if a.shape[0] < 2 * MIN_ROWS_PER_PRODUCT or thread_count() == 1:
         if not team_product(a.T, b, out):
             np.matmul(a.T, b, out=out)
@@ -296,7 +298,8 @@ def team_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """out = a @ b (either operand may be a transposed view), its columns split among
     Numba's team (kernels/products.py), if that runs here and the product is large
     enough; returns whether it did. For products of few rows, which the pool does not
-    split.
+    split. Anything else (other dtypes, mismatched shapes, an out that overlaps an
+    operand, strided operands) is left to numpy.
 
     Batch-1 training steps (2 x 128, 1 x 50, float32; 8 rounds of 300 steps, the
     variants alternating in one process), min / median us per step in three runs: one
@@ -306,10 +309,12 @@ def team_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     55 us), but in a step much of the time goes to reading what the other core wrote,
     and products below MIN_TEAM_PRODUCT lost (50 x 64 @ 64 x 512: 64 vs 45 us)."""
     if (thread_count() == 1 or a.shape[0] * a.shape[1] * b.shape[1] < MIN_TEAM_PRODUCT
-            or not a.dtype == b.dtype == out.dtype):
-        return False
+            or out.dtype not in (np.float32, np.float64) or not a.dtype == b.dtype == out.dtype
+            or a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1])):
+        return False  # numpy multiplies it, or says what is wrong
     stored_a, stored_b = _row_major(a), _row_major(b)
-    if stored_a is None or stored_b is None or not out.flags.c_contiguous:
+    if (stored_a is None or stored_b is None or not out.flags.c_contiguous
+            or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
         return False
     from .kernels.panels import panel_width
     width = panel_width(out.dtype)

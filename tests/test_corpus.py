@@ -293,21 +293,23 @@ def test_corpora_unused_for_a_month_leave_the_cache(tmp_path, cache):
     assert len(stale) == len(recent) == len(current) == 2  # counts and ids each
     os.mkdir(os.path.join(cache, "numba-00000000000000aa"))
     # what killed runs leave: a spool of stdin, temporaries of this corpus's entries
-    stale_temporaries = ["spool-k2j_9x0q.tmp", f"{current[0]}.tmp4242-0a1b2c3d"]
+    stale_temporaries = ["spool-k2j_9x0q.tmp", f"{current[0]}.tmp4242-0a1b2c3d",
+                         f"{stale[1]}.tmp9-00ff00ff"]
     recent_temporaries = ["spool-abc123de.tmp", f"{current[1]}.tmp77-deadbeef"]
-    for name in ["notes.txt", *stale_temporaries, *recent_temporaries]:
+    not_ours = ["notes.txt", "spool-NOTOURS.tmp", "model.ckpt.tmp12-0a1b2c3d"]
+    for name in [*not_ours, *stale_temporaries, *recent_temporaries]:
         with open(os.path.join(cache, name), "w") as handle:
-            handle.write("not ours" if name == "notes.txt" else "half written")
+            handle.write("not ours" if name in not_ours else "half written")
     day, now = 86400, time.time()
     for names, age in ((stale, CACHE_KEEP_DAYS + 1), (recent, CACHE_KEEP_DAYS - 1),
-                       (current, 400), (["numba-00000000000000aa", "notes.txt"], 400),
+                       (current, 400), (["numba-00000000000000aa", *not_ours], 400),
                        (stale_temporaries, CACHE_KEEP_DAYS + 1),
                        (recent_temporaries, CACHE_KEEP_DAYS - 1)):
         for name in names:
             os.utime(os.path.join(cache, name), (now - age * day, now - age * day))
     assert cached("the one in use", "c.txt") == sorted(current + [recent_temporaries[1]])
-    assert sorted(os.listdir(cache)) == sorted(recent + current + recent_temporaries + [
-        "notes.txt", "numba-00000000000000aa"])
+    assert sorted(os.listdir(cache)) == sorted(recent + current + recent_temporaries
+                                               + not_ours + ["numba-00000000000000aa"])
     assert all(os.stat(os.path.join(cache, name)).st_mtime > now - day for name in current)
 
 

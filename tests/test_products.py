@@ -36,22 +36,54 @@ def two_threads(monkeypatch):
         pytest.skip("no GNU OpenMP team of two threads here")
 
 
+@pytest.fixture
+def team_calls(monkeypatch):
+    """The (transpose_a, transpose_b) of every matmul_team call."""
+    from charrnn.kernels import products
+    calls = []
+
+    def spy(a, b, out, transpose_a, transpose_b, bounds):
+        calls.append((transpose_a, transpose_b))
+        matmul_team(a, b, out, transpose_a, transpose_b, bounds)
+    monkeypatch.setattr(products, "matmul_team", spy)
+    return calls
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_products_of_few_rows_run_on_the_team_and_equal_numpy(two_threads, dtype):
+def test_products_of_few_rows_run_on_the_team_and_equal_numpy(two_threads, team_calls, dtype):
     rng = np.random.default_rng(3)
     x, W = rng.standard_normal((50, 128)).astype(dtype), rng.standard_normal((128, 500)).astype(dtype)
     d = rng.standard_normal((50, 500)).astype(dtype)
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
     out = np.full((50, 500), np.nan, dtype)
-    assert parallel.team_product(x, W, out)
+    assert parallel.matmul(x, W, out) is out
     np.testing.assert_allclose(out, x @ W, rtol=tolerance, atol=tolerance)
     # as the backward pass calls them: x.T @ d and d @ W.T, from transposed views
     grad = np.full((128, 500), np.nan, dtype)
     assert parallel.matmul_tn(x, d, grad) is grad
     np.testing.assert_allclose(grad, x.T @ d, rtol=tolerance, atol=tolerance)
     dx = np.full((50, 128), np.nan, dtype)
-    assert parallel.team_product(d, W.T, dx)
+    assert parallel.matmul(d, W.T, dx) is dx
     np.testing.assert_allclose(dx, d @ W.T, rtol=tolerance, atol=tolerance)
+    assert team_calls == [(False, False), (True, False), (False, True)]
+
+
+def test_what_the_team_cannot_multiply_is_left_to_numpy(two_threads, team_calls):
+    rng = np.random.default_rng(5)
+    x, W = rng.standard_normal((50, 128)), rng.standard_normal((128, 512))
+    with pytest.raises(ValueError):  # numpy's message, as without the team
+        parallel.matmul(x, W[:100], np.empty((50, 512)))
+    for wrong_out in (np.empty((60, 512)), np.empty((50, 600))):
+        assert not parallel.team_product(x, W, wrong_out)
+    square = rng.standard_normal((512, 512))
+    b = rng.standard_normal((50, 512))
+    expected = b @ square
+    assert parallel.matmul(b, square, b) is b  # out overlaps an operand: numpy copies
+    np.testing.assert_allclose(b, expected, rtol=1e-12)
+    ints = np.ones((50, 128), np.int64)
+    assert (parallel.matmul(ints, np.ones((128, 512), np.int64),
+                            np.empty((50, 512), np.int64)) == 128).all()
+    assert team_calls == []
 
 
 def test_small_narrow_or_strided_products_stay_with_numpy(two_threads, monkeypatch):

@@ -17,9 +17,10 @@ from .panels import VECTOR_BYTES, pack_panels, pack_unit_panels, panel_matmul
 @njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 def matmul_team(a, b, out, transpose_a, transpose_b, bounds):
     """out (M, P) = op(a) @ op(b), where op(x) is x.T if transpose_x else x; a, b, out
-    C-contiguous. Part k computes columns bounds[k]:bounds[k + 1] on a thread of the
-    team and packs only its own columns of op(b). Only for a team that gives each part
-    a thread of its own (parallel.team_runs)."""
+    C-contiguous, float32 or float64, out not overlapping a or b (parallel.team_product
+    checks all that). Part k computes columns bounds[k]:bounds[k + 1] on a thread of
+    the team and packs only its own columns of op(b). The parts never meet, so any team
+    size gives the right product; parallel.team_runs sizes it to one part per thread."""
     width = 2 * VECTOR_BYTES // b.itemsize  # panels.panel_width
     K = b.shape[1] if transpose_b else b.shape[0]
     for k in prange(bounds.shape[0] - 1):
