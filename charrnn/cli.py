@@ -462,18 +462,33 @@ def with_stops(pieces, stops):
 @click.argument("text_file", type=click.Path(allow_dash=True, dir_okay=False), default="-")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--per-line", is_flag=True, help="Score each line from a fresh state: bits_per_char<TAB>line.")
+@click.option("--adapt", is_flag=True,
+              help="Let the model learn from the text as it reads it (dynamic evaluation): "
+                   f"each {defaults.ADAPT_SEGMENT}-char segment is scored, then trained on. "
+                   "Every char is still predicted from the chars before it only. The "
+                   "checkpoint is not changed.")
+@click.option("--adapt-lr", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.ADAPT_LR, show_default=True, callback=finite,
+              help="Learning rate of --adapt's steps.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input.")
-def score(checkpoint, text_file, as_json, per_line, encoding):
+def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding):
     """How likely is a text under the model, in bits per character.
 
     \b
     cat text.txt | charrnn score model.ckpt
     charrnn score model.ckpt val.txt --json
+    charrnn score model.ckpt val.txt --adapt
     charrnn score model.ckpt --per-line < lines.txt | sort -n | head
     """
     from .corpus import CorpusError, read_text
-    from .sample import Sampler, score_line, score_text
+    from .sample import AdaptiveScorer, Sampler, score_line, score_text
 
+    if adapt and per_line:
+        raise click.UsageError("--adapt reads the text as one stream; --per-line scores "
+                               "each line on its own: choose one")
+    lr_given = click.get_current_context().get_parameter_source("adapt_lr")
+    if not adapt and lr_given == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--adapt-lr sets the rate of --adapt: add --adapt")
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
     try:
         text = read_text(text_file, encoding)
@@ -490,14 +505,19 @@ def score(checkpoint, text_file, as_json, per_line, encoding):
                 line = line[:-1] if line.endswith("\r") else line
                 write_stdout(f"{score_line(sampler, line):.4f}\t{line}\n")
             return
-        result = score_text(sampler, text)
+        if adapt:
+            result = {**score_text(AdaptiveScorer(model, vocab, adapt_lr), text),
+                      "adapt_lr": adapt_lr}
+        else:
+            result = score_text(sampler, text)
         if as_json:
             write_stdout(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
                                      for k, v in result.items()}) + "\n")
         else:
             write_stdout(f"{result['bits_per_char']:.4f} bits/char "
                          f"({result['nats_per_char']:.4f} nats/char) over {result['chars']} "
-                         f"chars; {result['unknown_chars']} unknown chars skipped\n")
+                         f"chars; {result['unknown_chars']} unknown chars skipped"
+                         + (f"; adapting at lr {adapt_lr:g}" if adapt else "") + "\n")
     except BrokenPipeError:
         quiet_broken_pipe()
 

@@ -1,5 +1,6 @@
 """The sampling module: one-to-many generation from a prime, many-to-one scoring of a
-text, and beam search, all running the compiled one-token step of kernels/recurrent.
+text (optionally adapting the model to the text as it reads, AdaptiveScorer), and beam
+search, all running the compiled one-token step of kernels/recurrent.
 
 Generation streams: text is produced in growing chunks by one compiled call each, so
 the first characters appear at once and long runs cost no Python per character.
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import parallel
+from .defaults import ADAPT_LR, ADAPT_SEGMENT
 from .kernels import CELL_CODES
 from .kernels.sampling import generate, score_tokens, step_logits, step_scratch
-from .model import packed_panels, unit_columns
+from .model import Model, packed_panels, unit_columns
+from .optim import Adam, clip_by_global_norm
 
 LN2 = math.log(2.0)
 # Generation splits each layer's units among threads from this width on (one stream
@@ -34,6 +37,7 @@ SCORE_CHUNK = 4096
 # 1.28x, 3x256 (5.1 MiB) 2.5x, 2x384 (6.8 MiB) 3.0x, 2x512 (12 MiB) 2.0x.
 BFLOAT16_FROM_BYTES = 4 << 20
 PRECISIONS = ("auto", "float32", "bfloat16")
+ADAPT_CLIP = 5.0  # the gradient norm clipped to, as in training by default
 
 
 def generates_in_bfloat16(model, precision: str = "auto") -> bool:
@@ -225,7 +229,48 @@ class Sampler:
         return prefix + self.vocab.decode(beams[0][1])
 
 
-def score_text(sampler: Sampler, text: str, chunk_chars: int = 1 << 20) -> dict:
+class AdaptiveScorer:
+    """Scores a text while the model learns from it (dynamic evaluation, Krause et al.
+    2018, "Dynamic Evaluation of Neural Sequence Models"): each segment of `segment`
+    characters is scored with the weights as they are, then the weights take one step
+    of RMS-normalised gradient descent (Adam without momentum) on that segment's loss.
+    Every character is still predicted only from the characters before it, so the total
+    is a proper code length for the text; it is lower than the static score when the
+    text has its own names and habits (another play, another program) that the model
+    can pick up as it goes. The weights are a copy: the model given is not changed.
+
+    Offers what score_text needs of a Sampler: vocab, zero_state and token_losses."""
+
+    def __init__(self, model, vocab, lr: float = ADAPT_LR, segment: int = ADAPT_SEGMENT):
+        if not (lr > 0 and segment >= 1):
+            raise ValueError("the adaptation rate must be > 0 and the segment >= 1")
+        self.model = Model(model.config, model.flat.copy(), model.dtype)
+        self.vocab, self.config, self.dtype = vocab, model.config, model.dtype
+        self.lr, self.segment = lr, segment
+        self.optimizer = Adam(model.flat.size, model.dtype, beta1=0.0)
+
+    def zero_state(self):
+        shape = (self.config.layers, self.config.hidden)
+        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+
+    def token_losses(self, ids, h, c) -> np.ndarray:
+        """As Sampler.token_losses, adapting the weights after every segment."""
+        ids = np.asarray(ids, np.int64)
+        losses = np.empty(max(len(ids) - 1, 0), np.float64)
+        model = self.model
+        for begin in range(0, len(ids) - 1, self.segment):
+            end = min(begin + self.segment, len(ids) - 1)
+            _, losses[begin:end], h_end, c_end = model.forward(
+                ids[None, begin:end], ids[None, begin + 1:end + 1], h[:, None], c[:, None])
+            model.backward()  # first: the forward's cache holds views of h and c
+            h[...], c[...] = h_end[:, 0], c_end[:, 0]
+            if math.isfinite(clip_by_global_norm(model.grad_flat, ADAPT_CLIP)):
+                self.optimizer.step(model.flat, model.grad_flat, self.lr)
+        return losses
+
+
+def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 1 << 20
+               ) -> dict:
     """Bits per character of text under the model, the state carried through the whole
     text. Characters outside the vocabulary are counted and skipped. The first character
     has no context and is not scored."""

@@ -1,0 +1,133 @@
+"""`score --adapt` (sample.AdaptiveScorer): dynamic evaluation, the model learning from a
+text as it scores it.
+
+What must hold: each character is scored before the model learns from it (a prefix of
+a text gets the same losses alone as within the whole text, and the first segment gets
+the static losses); one step is RMS-normalised descent (Adam without momentum: the
+first step moves each weight by the rate against its gradient's sign); the state is
+carried across segments; the model handed in is left as it was; and on a text with
+habits of its own, adapting scores better than not.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from charrnn.model import Model, ModelConfig
+from charrnn.sample import AdaptiveScorer, Sampler, score_text
+from charrnn.vocab import Vocab
+
+from test_cli import assert_fails, run
+
+CHARS = "abcdefgh \n"
+
+
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def toy(request):
+    vocab = Vocab.from_text(CHARS)
+    model = Model(ModelConfig(cell=request.param, vocab_size=vocab.size, hidden=8,
+                              layers=2, embed=4))
+    model.initialise(np.random.default_rng(5))
+    return model, vocab
+
+
+def adaptive_losses(model, vocab, text, lr=1e-3, segment=5):
+    scorer = AdaptiveScorer(model, vocab, lr, segment)
+    ids, _ = vocab.encode(text)
+    h, c = scorer.zero_state()
+    return scorer.token_losses(ids, h, c), scorer, (h, c)
+
+
+def test_each_character_is_scored_before_the_model_learns_from_it(toy):
+    model, vocab = toy
+    text = "abc defg hab\nhgf edcba ab cd"
+    whole, _, _ = adaptive_losses(model, vocab, text)
+    for cut in (2, 6, 7, 13, 20):  # inside, at and beyond segment ends
+        prefix, _, _ = adaptive_losses(model, vocab, text[:cut])
+        np.testing.assert_allclose(prefix, whole[:cut - 1], rtol=1e-6)
+    static = Sampler(model, vocab).token_losses(vocab.encode(text)[0],
+                                                *Sampler(model, vocab).zero_state())
+    np.testing.assert_allclose(whole[:5], static[:5], rtol=1e-5)  # no step yet
+    assert np.abs(whole[5:] - static[5:]).max() > 1e-4  # then the weights move
+
+
+def test_one_step_is_rms_normalised_descent_on_the_segment_loss(toy):
+    model, vocab = toy
+    text, lr = "abcdefgh ab", 1e-3
+    ids, _ = vocab.encode(text)
+    _, scorer, _ = adaptive_losses(model, vocab, text[:6], lr, segment=5)  # one segment
+    reference = Model(model.config, model.flat.copy(), model.dtype)
+    h, c = reference.zero_state(1)
+    reference.forward(ids[None, :5], ids[None, 1:6], h, c)
+    reference.backward()
+    gradient = reference.grad_flat
+    # Adam without momentum, first step: m = g, v_hat = g^2, so each weight moves by
+    # lr * g / (|g| + eps), lr against the sign of its gradient
+    expected = model.flat - lr * gradient / (np.abs(gradient) + 1e-8)
+    np.testing.assert_allclose(scorer.model.flat, expected, rtol=1e-5, atol=1e-9)
+    assert np.count_nonzero(gradient) > model.flat.size // 2
+
+
+def test_the_state_is_carried_across_segments(toy):
+    model, vocab = toy
+    text = "hgfe dcba abcd efgh hgfe"
+    _, _, (h_whole, c_whole) = adaptive_losses(model, vocab, text, lr=1e-12, segment=4)
+    # at a vanishing rate the weights stay put: the carried state is the static one
+    sampler = Sampler(model, vocab)
+    h, c = sampler.zero_state()
+    sampler.token_losses(vocab.encode(text)[0], h, c)
+    np.testing.assert_allclose(h_whole, h, atol=1e-5)
+    np.testing.assert_allclose(c_whole, c, atol=1e-5)
+
+
+def test_the_model_given_is_not_changed(toy):
+    model, vocab = toy
+    before = model.flat.copy()
+    _, scorer, _ = adaptive_losses(model, vocab, "abcdefgh" * 4)
+    np.testing.assert_array_equal(model.flat, before)
+    assert np.abs(scorer.model.flat - before).max() > 0
+
+
+def test_adapting_learns_a_texts_own_habits(toy):
+    model, vocab = toy
+    text = "cab hedge fad\n" * 40  # a phrase the random model knows nothing of
+    static = score_text(Sampler(model, vocab), text)
+    adapted = score_text(AdaptiveScorer(model, vocab, lr=1e-2, segment=8), text)
+    assert adapted["chars"] == static["chars"] == len(text) - 1
+    assert adapted["nats_per_char"] < static["nats_per_char"] - 0.25
+
+
+def test_bad_rates_and_segments_are_refused(toy):
+    model, vocab = toy
+    for lr, segment in ((0.0, 64), (-1e-3, 64), (1e-3, 0)):
+        with pytest.raises(ValueError):
+            AdaptiveScorer(model, vocab, lr, segment)
+
+
+# ------------------------------------------------------------------------ the command
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from test_cli import english_text, tiny_model
+    return tiny_model(tmp_path_factory.mktemp("adapt"), english_text(), "m")
+
+
+def test_score_adapt_scores_lower_on_a_repeated_text_and_leaves_the_checkpoint(tiny):
+    text = "a lazy dog at dawn sings while the fox jumps\n" * 30
+    before = tiny.ckpt.read_bytes()
+    static = json.loads(run("score", tiny.ckpt, "--json", input=text).stdout)
+    result = run("score", tiny.ckpt, "--json", "--adapt", "--adapt-lr", "0.01", input=text)
+    assert result.exit_code == 0 and result.stderr == ""
+    adapted = json.loads(result.stdout)
+    assert adapted["adapt_lr"] == 0.01 and adapted["chars"] == static["chars"]
+    assert adapted["nats_per_char"] < static["nats_per_char"]
+    assert tiny.ckpt.read_bytes() == before
+    human = run("score", tiny.ckpt, "--adapt", input=text)
+    assert human.exit_code == 0 and "adapting at lr 0.001" in human.stdout
+
+
+@pytest.mark.parametrize("args", [["--adapt", "--per-line"], ["--adapt-lr", "0.01"],
+                                  ["--adapt", "--adapt-lr", "0"],
+                                  ["--adapt", "--adapt-lr", "inf"]])
+def test_score_adapt_usage_errors(tiny, args):
+    assert_fails(run("score", tiny.ckpt, *args, input="some text\n"), code=2)
