@@ -51,6 +51,7 @@ LR_FULL_WIDTH = 256  # wider layers get the rate scaled by LR_FULL_WIDTH / hidde
 # but took 1.2x as long; with momentum (Adam's beta1 0.9) 1.352 on the first.
 ADAPT_SEGMENT = 64
 ADAPT_LR = 1e-3
+ADAPT_CLIP = 5.0  # the gradient norm clipped to, as in training by default
 
 
 def by_budget(table, time_limit: float):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import parallel
-from .defaults import ADAPT_LR, ADAPT_SEGMENT
+from .defaults import ADAPT_CLIP, ADAPT_LR, ADAPT_SEGMENT
 from .kernels import CELL_CODES
 from .kernels.sampling import generate, score_tokens, step_logits, step_scratch
 from .model import Model, packed_panels, unit_columns
@@ -37,7 +37,6 @@ SCORE_CHUNK = 4096
 # 1.28x, 3x256 (5.1 MiB) 2.5x, 2x384 (6.8 MiB) 3.0x, 2x512 (12 MiB) 2.0x.
 BFLOAT16_FROM_BYTES = 4 << 20
 PRECISIONS = ("auto", "float32", "bfloat16")
-ADAPT_CLIP = 5.0  # the gradient norm clipped to, as in training by default
 
 
 def generates_in_bfloat16(model, precision: str = "auto") -> bool:

@@ -98,6 +98,53 @@ def test_adapting_learns_a_texts_own_habits(toy):
     assert adapted["nats_per_char"] < static["nats_per_char"] - 0.25
 
 
+def test_adapting_matches_pytorch_taking_the_same_steps():
+    # An independent implementation of the same protocol (bench_quality's peer adapts
+    # this way): PyTorch's LSTM and Adam, in float64, from charrnn's weights.
+    torch = pytest.importorskip("torch")
+    vocab = Vocab.from_text(CHARS)
+    V, E, H, L = vocab.size, 4, 6, 2
+    model = Model(ModelConfig("lstm", V, hidden=H, layers=L, embed=E), dtype=np.float64)
+    model.initialise(np.random.default_rng(7))
+    text, lr, segment = "abc defg hab\nhgf edcba\n" * 6, 1e-2, 16
+    ours, _, _ = adaptive_losses(model, vocab, text, lr, segment)
+
+    p = model.params
+    embed = torch.nn.Embedding(V, E).double()
+    lstm = torch.nn.LSTM(E, H, L, batch_first=True).double()
+    head = torch.nn.Linear(H, V).double()
+    to_torch = [0, 1, 3, 2]  # our gate blocks i, f, o, g in PyTorch's order i, f, g, o
+    with torch.no_grad():
+        embed.weight.copy_(torch.from_numpy(p["embed"]))
+        for layer in range(L):
+            for name, ours_name in (("weight_ih", "Wx"), ("weight_hh", "Wh")):
+                W = p[f"{ours_name}{layer}"]  # (D, 4H)
+                blocks = W.reshape(W.shape[0], 4, H)[:, to_torch].reshape(W.shape[0], 4 * H)
+                getattr(lstm, f"{name}_l{layer}").copy_(torch.from_numpy(blocks.T.copy()))
+            getattr(lstm, f"bias_ih_l{layer}").copy_(torch.from_numpy(
+                p[f"b{layer}"].reshape(4, H)[to_torch].reshape(4 * H).copy()))
+            getattr(lstm, f"bias_hh_l{layer}").zero_()
+        head.weight.copy_(torch.from_numpy(p["Wy"].T.copy()))
+        head.bias.copy_(torch.from_numpy(p["by"]))
+    # PyTorch's second bias per layer is one more copy of ours: it stays at zero
+    params = [*embed.parameters(), *(value for name, value in lstm.named_parameters()
+                                     if not name.startswith("bias_hh")), *head.parameters()]
+    adam = torch.optim.Adam(params, lr=lr, betas=(0.0, 0.999), eps=1e-8)
+    ids = torch.tensor(vocab.encode(text)[0], dtype=torch.long)
+    theirs, state = [], None
+    for begin in range(0, len(ids) - 1, segment):
+        x, y = ids[begin:begin + segment], ids[begin + 1:begin + segment + 1]
+        out, state = lstm(embed(x[:len(y)])[None], state)
+        losses = torch.nn.functional.cross_entropy(head(out[0]), y, reduction="none")
+        theirs.append(losses.detach().numpy())
+        state = tuple(s.detach() for s in state)
+        adam.zero_grad()
+        losses.mean().backward()
+        assert torch.nn.utils.clip_grad_norm_(params, 5.0) < 5.0  # clipping never bites
+        adam.step()
+    np.testing.assert_allclose(ours, np.concatenate(theirs), rtol=1e-9, atol=1e-12)
+
+
 def test_bad_rates_and_segments_are_refused(toy):
     model, vocab = toy
     for lr, segment in ((0.0, 64), (-1e-3, 64), (1e-3, 0)):

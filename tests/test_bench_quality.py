@@ -20,6 +20,7 @@ def blas_environment(monkeypatch):
 def fake_run(budget, train, val, directory):
     """What run_charrnn returns, from the split it was given instead of a model."""
     return {"budget_s": budget, "bits_per_char": 2.0, "nats_per_char": 1.386,
+            "adapt_nats_per_char": 1.2345,
             "val_chars": len(val.read_text(encoding="utf-8")) - 1, "unknown_chars": 0,
             "steps": 10, "chars_seen": 20480, "train_seconds": budget, "wall_s": budget + 1,
             "model": {"cell": "lstm", "layers": 2, "hidden": 128, "embed": 64,
@@ -86,12 +87,13 @@ def test_table_shows_the_peer_and_the_samples(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_quality.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(bench_quality, "torch_peer", lambda budget, train, val, threads: {
         "torch": "x", "torch_nats_per_char": 1.5, "torch_bits_per_char": 2.164,
-        "torch_steps": 7})
+        "torch_adapt_nats_per_char": 1.3579, "torch_steps": 7})
     assert bench_quality.main(["--corpus", str(corpus), "--budgets", "3,500"]) == 0
     out = capsys.readouterr().out
     row_3 = next(line for line in out.splitlines() if line.strip().startswith("3s"))
     row_500 = next(line for line in out.splitlines() if line.strip().startswith("500s"))
     assert "1.5000" in row_3 and "2.1640" in row_3  # the peer ran at 3 s ...
+    assert "1.2345" in row_3 and "1.2345" in row_500 and "1.3579" in row_3  # and adapted
     assert "1.5000" not in row_500  # ... and not above TORCH_MAX_BUDGET by default
     assert out.count("ROMEO:\nsample text") == 2
 
