@@ -495,7 +495,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding):
     except CorpusError as error:
         fail(str(error))
     note_compiling()
-    sampler = Sampler(model, vocab)
+    scorer = AdaptiveScorer(model, vocab, adapt_lr) if adapt else Sampler(model, vocab)
     try:
         if per_line:
             lines = text.split("\n")  # only newlines end lines (not \f, \u2028, ...)
@@ -503,13 +503,11 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding):
                 lines.pop()
             for line in lines:
                 line = line[:-1] if line.endswith("\r") else line
-                write_stdout(f"{score_line(sampler, line):.4f}\t{line}\n")
+                write_stdout(f"{score_line(scorer, line):.4f}\t{line}\n")
             return
+        result = score_text(scorer, text)
         if adapt:
-            result = {**score_text(AdaptiveScorer(model, vocab, adapt_lr), text),
-                      "adapt_lr": adapt_lr}
-        else:
-            result = score_text(sampler, text)
+            result["adapt_lr"] = adapt_lr
         if as_json:
             write_stdout(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
                                      for k, v in result.items()}) + "\n")
