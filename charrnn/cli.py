@@ -363,9 +363,12 @@ def format_seconds(seconds: float) -> str:
 @click.option("--beam", type=click.IntRange(1), default=None, help="Beam search of this width for the most likely continuation.")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True, help="jsonl: one {\"text\", \"seed\"} object per sample.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True, help="Weights generation multiplies by. bfloat16 (8 significant bits) halves the memory read per character: 2-3x faster for models too big for the CPU caches, text of the same quality. auto: bfloat16 above 4 MiB of float32 weights (e.g. 2x512 or 3x256 LSTMs), the same choice on every machine. float32: the weights as trained (a seed then gives other text on such models). Scoring and --beam always use the weights as trained.")
+@click.option("--adapt", is_flag=True, help="Before generating, let the model learn from the prime as `score --adapt` does, to write more in its manner (a long prime: its names, spelling, layout). The checkpoint is not changed.")
+@click.option("--adapt-lr", type=click.FloatRange(min=0, min_open=True), default=defaults.ADAPT_LR, show_default=True, callback=finite, help="Learning rate of --adapt's steps.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
 def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, strict,
-           seed, stops, num_samples, separator, beam, fmt, precision, threads):
+           seed, stops, num_samples, separator, beam, fmt, precision, adapt, adapt_lr,
+           threads):
     """Generate text from a checkpoint, streamed to stdout.
 
     \b
@@ -378,10 +381,13 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
         raise click.UsageError("give --prime or --prime-file, not both")
     if beam and length == 0:
         raise click.UsageError("--beam needs a finite -n/--length")
+    if adapt and prime is None and prime_file is None:
+        raise click.UsageError("--adapt learns from the prime: give --prime or --prime-file")
+    check_adapt_lr(adapt)
     import numpy as np
 
     from .corpus import CorpusError, read_text
-    from .sample import Decoding, Sampler
+    from .sample import Decoding, Sampler, adapted_to
 
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
     if prime_file is not None:
@@ -402,6 +408,8 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
         click.echo(f"seed: {seed}", err=True)
     decoding = Decoding(temperature, top_k or 0, 1.0 if top_p is None else top_p, greedy)
     note_compiling()
+    if adapt:
+        model = adapted_to(model, vocab, prime_ids, adapt_lr)
     sampler = Sampler(model, vocab, precision)
     if not beam and sys.stdout.isatty():
         # On a terminal a compile note would land mid-line after the first character;
@@ -432,6 +440,12 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
         quiet_broken_pipe()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def check_adapt_lr(adapt: bool) -> None:
+    given = click.get_current_context().get_parameter_source("adapt_lr")
+    if not adapt and given == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--adapt-lr sets the rate of --adapt: add --adapt")
 
 
 def prepend(first: str, pieces):
@@ -486,9 +500,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding):
     if adapt and per_line:
         raise click.UsageError("--adapt reads the text as one stream; --per-line scores "
                                "each line on its own: choose one")
-    lr_given = click.get_current_context().get_parameter_source("adapt_lr")
-    if not adapt and lr_given == click.core.ParameterSource.COMMANDLINE:
-        raise click.UsageError("--adapt-lr sets the rate of --adapt: add --adapt")
+    check_adapt_lr(adapt)
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
     try:
         text = read_text(text_file, encoding)

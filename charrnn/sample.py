@@ -268,6 +268,14 @@ class AdaptiveScorer:
         return losses
 
 
+def adapted_to(model, vocab, ids, lr: float = ADAPT_LR) -> Model:
+    """A copy of model after reading ids as `score --adapt` does, to generate in the
+    manner of a long prime (its names, spelling, layout)."""
+    scorer = AdaptiveScorer(model, vocab, lr)
+    scorer.token_losses(ids, *scorer.zero_state())
+    return scorer.model
+
+
 def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 1 << 20
                ) -> dict:
     """Bits per character of text under the model, the state carried through the whole

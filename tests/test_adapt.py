@@ -1,5 +1,5 @@
 """`score --adapt` (sample.AdaptiveScorer): dynamic evaluation, the model learning from a
-text as it scores it.
+text as it scores it; and `sample --adapt`, which generates after learning the prime so.
 
 What must hold: each character is scored before the model learns from it (a prefix of
 a text gets the same losses alone as within the whole text, and the first segment gets
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from charrnn.model import Model, ModelConfig
-from charrnn.sample import AdaptiveScorer, Sampler, score_text
+from charrnn.checkpoint import load_trained
+from charrnn.sample import AdaptiveScorer, Decoding, Sampler, adapted_to, score_text
 from charrnn.vocab import Vocab
 
 from test_cli import assert_fails, run
@@ -145,6 +146,17 @@ def test_adapting_matches_pytorch_taking_the_same_steps():
     np.testing.assert_allclose(ours, np.concatenate(theirs), rtol=1e-9, atol=1e-12)
 
 
+def test_a_model_adapted_to_a_prime_has_learnt_it(toy):
+    model, vocab = toy
+    phrase = "cab hedge fad\n"
+    before = model.flat.copy()
+    adapted = adapted_to(model, vocab, vocab.encode(phrase * 60)[0], lr=1e-2)
+    np.testing.assert_array_equal(model.flat, before)
+    fresh_text = phrase * 5  # scored from a fresh state, weights fixed
+    assert (score_text(Sampler(adapted, vocab), fresh_text)["nats_per_char"]
+            < score_text(Sampler(model, vocab), fresh_text)["nats_per_char"] - 0.25)
+
+
 def test_bad_rates_and_segments_are_refused(toy):
     model, vocab = toy
     for lr, segment in ((0.0, 64), (-1e-3, 64), (1e-3, 0)):
@@ -178,3 +190,25 @@ def test_score_adapt_scores_lower_on_a_repeated_text_and_leaves_the_checkpoint(t
                                   ["--adapt", "--adapt-lr", "inf"]])
 def test_score_adapt_usage_errors(tiny, args):
     assert_fails(run("score", tiny.ckpt, *args, input="some text\n"), code=2)
+
+
+def test_sample_adapt_generates_from_the_model_adapted_to_the_prime(tiny):
+    prime = "seven dogs jump at a lazy fox\n" * 10
+    before = tiny.ckpt.read_bytes()
+    args = ("sample", tiny.ckpt, "--prime", prime, "-n", "80", "--seed", "4", "--threads", "1")
+    adapted = run(*args, "--adapt", "--adapt-lr", "0.01")
+    assert adapted.exit_code == 0, adapted.stderr
+    plain = run(*args)
+    assert adapted.stdout.startswith(prime) and adapted.stdout != plain.stdout
+    model, vocab, _, _ = load_trained(tiny.ckpt)
+    prime_ids, _ = vocab.encode(prime)
+    sampler = Sampler(adapted_to(model, vocab, prime_ids, 0.01), vocab)
+    expected = "".join(sampler.stream(prime_ids, 80, Decoding(1.0, 0, 1.0, False),
+                                      np.random.default_rng([4, 0])))
+    assert adapted.stdout == prime + expected
+    assert tiny.ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize("args", [["--adapt"], ["--prime", "a dog", "--adapt-lr", "0.01"]])
+def test_sample_adapt_usage_errors(tiny, args):
+    assert_fails(run("sample", tiny.ckpt, "-n", "5", *args), code=2)
