@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import parallel
-from .defaults import ADAPT_CLIP, ADAPT_LR, ADAPT_SEGMENT
+from .defaults import ADAPT_CLIP, ADAPT_DECAY, ADAPT_LR, ADAPT_SEGMENT
 from .kernels import CELL_CODES
+from .kernels.optim import pull_towards
 from .kernels.sampling import generate, score_tokens, step_logits, step_scratch
 from .model import Model, packed_panels, unit_columns
 from .optim import Adam, clip_by_global_norm
@@ -232,20 +233,24 @@ class AdaptiveScorer:
     """Scores a text while the model learns from it (dynamic evaluation, Krause et al.
     2018, "Dynamic Evaluation of Neural Sequence Models"): each segment of `segment`
     characters is scored with the weights as they are, then the weights take one step
-    of RMS-normalised gradient descent (Adam without momentum) on that segment's loss.
-    Every character is still predicted only from the characters before it, so the total
+    of RMS-normalised gradient descent (Adam without momentum) on that segment's loss
+    and decay by `decay` of the way back to the trained weights, which keeps a long
+    text from pulling the model far from what it learnt in training. Every character is still predicted only from the characters before it, so the total
     is a proper code length for the text; it is lower than the static score when the
     text has its own names and habits (another play, another program) that the model
     can pick up as it goes. The weights are a copy: the model given is not changed.
 
     Offers what score_text needs of a Sampler: vocab, zero_state and token_losses."""
 
-    def __init__(self, model, vocab, lr: float = ADAPT_LR, segment: int = ADAPT_SEGMENT):
-        if not (lr > 0 and segment >= 1):
-            raise ValueError("the adaptation rate must be > 0 and the segment >= 1")
+    def __init__(self, model, vocab, lr: float = ADAPT_LR, segment: int = ADAPT_SEGMENT,
+                 decay: float = ADAPT_DECAY):
+        if not (lr > 0 and segment >= 1 and 0 <= decay < 1):
+            raise ValueError("the adaptation rate must be > 0, the segment >= 1 and the "
+                             "decay in [0, 1)")
         self.model = Model(model.config, model.flat.copy(), model.dtype)
+        self.trained = model.flat.copy()  # what the weights decay towards
         self.vocab, self.config, self.dtype = vocab, model.config, model.dtype
-        self.lr, self.segment = lr, segment
+        self.lr, self.segment, self.decay = lr, segment, model.dtype.type(decay)
         self.optimizer = Adam(model.flat.size, model.dtype, beta1=0.0)
 
     def zero_state(self):
@@ -265,6 +270,8 @@ class AdaptiveScorer:
             h[...], c[...] = h_end[:, 0], c_end[:, 0]
             if math.isfinite(clip_by_global_norm(model.grad_flat, ADAPT_CLIP)):
                 self.optimizer.step(model.flat, model.grad_flat, self.lr)
+                if self.decay:
+                    pull_towards(model.flat, self.trained, self.decay)
         return losses
 
 

@@ -4,7 +4,8 @@ text as it scores it; and `sample --adapt`, which generates after learning the p
 What must hold: each character is scored before the model learns from it (a prefix of
 a text gets the same losses alone as within the whole text, and the first segment gets
 the static losses); one step is RMS-normalised descent (Adam without momentum: the
-first step moves each weight by the rate against its gradient's sign); the state is
+first step moves each weight by the rate against its gradient's sign, then the decay
+takes a share of that back); the state is
 carried across segments; the model handed in is left as it was; and on a text with
 habits of its own, adapting scores better than not.
 """
@@ -33,8 +34,8 @@ def toy(request):
     return model, vocab
 
 
-def adaptive_losses(model, vocab, text, lr=1e-3, segment=5):
-    scorer = AdaptiveScorer(model, vocab, lr, segment)
+def adaptive_losses(model, vocab, text, lr=1e-3, segment=5, decay=1e-3):
+    scorer = AdaptiveScorer(model, vocab, lr, segment, decay)
     ids, _ = vocab.encode(text)
     h, c = scorer.zero_state()
     return scorer.token_losses(ids, h, c), scorer, (h, c)
@@ -64,16 +65,20 @@ def test_one_step_is_rms_normalised_descent_on_the_segment_loss(toy):
     reference.backward()
     gradient = reference.grad_flat
     # Adam without momentum, first step: m = g, v_hat = g^2, so each weight moves by
-    # lr * g / (|g| + eps), lr against the sign of its gradient
-    expected = model.flat - lr * gradient / (np.abs(gradient) + 1e-8)
+    # lr * g / (|g| + eps), lr against the sign of its gradient; then the decay takes
+    # back `decay` of that way
+    stepped = model.flat - lr * gradient / (np.abs(gradient) + 1e-8)
+    expected = stepped + scorer.decay * (model.flat - stepped)
     np.testing.assert_allclose(scorer.model.flat, expected, rtol=1e-5, atol=1e-9)
+    assert scorer.decay > 0
     assert np.count_nonzero(gradient) > model.flat.size // 2
 
 
 def test_the_state_is_carried_across_segments(toy):
     model, vocab = toy
     text = "hgfe dcba abcd efgh hgfe"
-    _, _, (h_whole, c_whole) = adaptive_losses(model, vocab, text, lr=1e-12, segment=4)
+    _, _, (h_whole, c_whole) = adaptive_losses(model, vocab, text, lr=1e-12, segment=4,
+                                               decay=0.0)
     # at a vanishing rate the weights stay put: the carried state is the static one
     sampler = Sampler(model, vocab)
     h, c = sampler.zero_state()
@@ -107,8 +112,8 @@ def test_adapting_matches_pytorch_taking_the_same_steps():
     V, E, H, L = vocab.size, 4, 6, 2
     model = Model(ModelConfig("lstm", V, hidden=H, layers=L, embed=E), dtype=np.float64)
     model.initialise(np.random.default_rng(7))
-    text, lr, segment = "abc defg hab\nhgf edcba\n" * 6, 1e-2, 16
-    ours, _, _ = adaptive_losses(model, vocab, text, lr, segment)
+    text, lr, segment, decay = "abc defg hab\nhgf edcba\n" * 6, 1e-2, 16, 0.1
+    ours, _, _ = adaptive_losses(model, vocab, text, lr, segment, decay)
 
     p = model.params
     embed = torch.nn.Embedding(V, E).double()
@@ -130,6 +135,7 @@ def test_adapting_matches_pytorch_taking_the_same_steps():
     # PyTorch's second bias per layer is one more copy of ours: it stays at zero
     params = [*embed.parameters(), *(value for name, value in lstm.named_parameters()
                                      if not name.startswith("bias_hh")), *head.parameters()]
+    trained = [value.detach().clone() for value in params]
     adam = torch.optim.Adam(params, lr=lr, betas=(0.0, 0.999), eps=1e-8)
     ids = torch.tensor(vocab.encode(text)[0], dtype=torch.long)
     theirs, state = [], None
@@ -143,6 +149,9 @@ def test_adapting_matches_pytorch_taking_the_same_steps():
         losses.mean().backward()
         assert torch.nn.utils.clip_grad_norm_(params, 5.0) < 5.0  # clipping never bites
         adam.step()
+        with torch.no_grad():
+            for value, start in zip(params, trained):
+                value += decay * (start - value)
     np.testing.assert_allclose(ours, np.concatenate(theirs), rtol=1e-9, atol=1e-12)
 
 
@@ -159,9 +168,10 @@ def test_a_model_adapted_to_a_prime_has_learnt_it(toy):
 
 def test_bad_rates_and_segments_are_refused(toy):
     model, vocab = toy
-    for lr, segment in ((0.0, 64), (-1e-3, 64), (1e-3, 0)):
+    for lr, segment, decay in ((0.0, 64, 0.0), (-1e-3, 64, 0.0), (1e-3, 0, 0.0),
+                               (1e-3, 64, -0.1), (1e-3, 64, 1.0)):
         with pytest.raises(ValueError):
-            AdaptiveScorer(model, vocab, lr, segment)
+            AdaptiveScorer(model, vocab, lr, segment, decay)
 
 
 # ------------------------------------------------------------------------ the command
