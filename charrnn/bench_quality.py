@@ -197,46 +197,55 @@ def torch_worker(train: Path, val: Path, budget: float, threads: int) -> dict:
         b, steps = b + 1, steps + 1
     seconds = time.perf_counter() - start
 
-    def val_nats(segment: int, adapt_lr: float = 0.0) -> float:
-        """One stream through the whole split, the first char unscored; with adapt_lr,
-        one step after each segment as `charrnn score --adapt` takes it (Adam without
-        momentum, the same clipping and decay), the weights trained on from then on."""
-        adapt = adapt_lr > 0
-        adam = torch.optim.Adam(params, lr=adapt_lr, betas=(0.0, 0.999)) if adapt else None
-        anchor = [p.detach().clone() for p in params]
-        total, state = 0.0, None
-        for k in range(0, len(val_ids) - 1, segment):
-            x = val_ids[k:k + segment][None, :]  # (1, C)
-            y = val_ids[k + 1:k + segment + 1]  # (C',) C' = C except at the end
-            with torch.set_grad_enabled(adapt):
-                out, state = lstm(embed(x[:, :len(y)]), state)  # (1, C', H)
-                loss = F.cross_entropy(head(out[0]), y, reduction="sum")
-            total += float(loss)
-            if adapt:
-                state = tuple(s.detach() for s in state)
-                adam.zero_grad(set_to_none=True)
-                (loss / len(y)).backward()
-                torch.nn.utils.clip_grad_norm_(params, ADAPT_CLIP)
-                adam.step()
-                with torch.no_grad():  # the decay back towards the trained weights
-                    for p, start in zip(params, anchor):
-                        p += ADAPT_DECAY * (start - p)
-        return total / max(len(val_ids) - 1, 1)
-
-    nats = val_nats(VAL_CHUNK)
+    model = (embed, lstm, head, params)
+    nats = peer_val_nats(model, val_ids, VAL_CHUNK)
     trained = [p.detach().clone() for p in params]
     adapted = {}  # the peer's best rate, not charrnn's: it can prefer a lower one
     for lr in PEER_ADAPT_LRS:
         with torch.no_grad():
             for p, value in zip(params, trained):
                 p.copy_(value)
-        adapted[lr] = val_nats(ADAPT_SEGMENT, lr)
+        adapted[lr] = peer_val_nats(model, val_ids, ADAPT_SEGMENT, lr)
     best_lr = min(adapted, key=adapted.get)
     return {"torch": torch.__version__, "torch_nats_per_char": nats,
             "torch_bits_per_char": nats / math.log(2),
             "torch_adapt_nats_per_char": adapted[best_lr], "torch_adapt_lr": best_lr,
             "torch_steps": steps, "torch_chars_seen": steps * N * T,
             "torch_train_seconds": seconds, "torch_params": sum(p.numel() for p in params)}
+
+
+def peer_val_nats(model, val_ids, segment: int, adapt_lr: float = 0.0,
+                  decay: float = ADAPT_DECAY) -> float:
+    """Nats/char of the peer (embed, lstm, head, params) over val_ids as one stream, the
+    first char unscored, `segment` chars per forward. With adapt_lr, one step after each
+    segment as `charrnn score --adapt` takes it (Adam without momentum, the same clipping
+    and decay) on every parameter in params, both of the LSTM's biases included (so the
+    peer adapts as it trained); the weights are trained on from then on."""
+    import torch
+    import torch.nn.functional as F
+
+    embed, lstm, head, params = model
+    adapt = adapt_lr > 0
+    adam = torch.optim.Adam(params, lr=adapt_lr, betas=(0.0, 0.999)) if adapt else None
+    anchor = [p.detach().clone() for p in params]  # what the weights decay towards
+    total, state = 0.0, None
+    for k in range(0, len(val_ids) - 1, segment):
+        x = val_ids[k:k + segment][None, :]  # (1, C)
+        y = val_ids[k + 1:k + segment + 1]  # (C',) C' = C except at the end
+        with torch.set_grad_enabled(adapt):
+            out, state = lstm(embed(x[:, :len(y)]), state)  # (1, C', H)
+            loss = F.cross_entropy(head(out[0]), y, reduction="sum")
+        total += float(loss.detach())
+        if adapt:
+            state = tuple(s.detach() for s in state)
+            adam.zero_grad(set_to_none=True)
+            (loss / len(y)).backward()
+            torch.nn.utils.clip_grad_norm_(params, ADAPT_CLIP)
+            adam.step()
+            with torch.no_grad():
+                for p, trained in zip(params, anchor):
+                    p += decay * (trained - p)
+    return total / max(len(val_ids) - 1, 1)
 
 
 def format_header() -> str:

@@ -403,6 +403,9 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
             fail(f"the prime has characters the model never saw: {missing!r}")
         click.echo(f"warning: skipping prime characters the model never saw: {missing!r}", err=True)
         prime = vocab.decode(prime_ids)
+    if adapt and len(prime_ids) < 2:
+        fail("--adapt learns from the prime, and it has fewer than 2 characters the model "
+             "knows")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 31))
         click.echo(f"seed: {seed}", err=True)
@@ -485,7 +488,8 @@ def with_stops(pieces, stops):
               default=defaults.ADAPT_LR, show_default=True, callback=finite,
               help="Learning rate of --adapt's steps.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input.")
-def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding):
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores]. --adapt scores repeat exactly at the same thread count.")
+def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, threads):
     """How likely is a text under the model, in bits per character.
 
     \b
@@ -501,6 +505,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding):
         raise click.UsageError("--adapt reads the text as one stream; --per-line scores "
                                "each line on its own: choose one")
     check_adapt_lr(adapt)
+    set_threads(threads)
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
     try:
         text = read_text(text_file, encoding)

@@ -1,5 +1,5 @@
 """Training defaults that adapt to the job when the user does not choose (and the
-settings of `score --adapt`, which trains as it scores).
+settings of `score --adapt` and `sample --adapt`, which train as they read).
 
 Measured on tiny shakespeare (1 MB) on 2 cores, scoring the last 10% after training on
 the first 90% (see `make bench-quality` and the README's "Quality" section):
@@ -43,15 +43,16 @@ SCORED_VAL_CHARS_CAP = 1_000_000  # and validate on at most this many of them (-
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
 LR_CONSTANT = 3e-3
 LR_FULL_WIDTH = 256  # wider layers get the rate scaled by LR_FULL_WIDTH / hidden
-# `score --adapt` (sample.AdaptiveScorer): one RMS-normalised step per segment of
-# ADAPT_SEGMENT characters at ADAPT_LR, then a decay of ADAPT_DECAY of the way back to
-# the trained weights. Chosen on 75 s and 10 min tiny shakespeare models and a 75 s
-# model of Python sources (nats/char on their held-out tenths; static scores 1.537,
-# 1.540, 1.413). Without decay: segment 64 at 1e-3 gave 1.329, 1.291, 0.920; at 5e-4
-# 1.324, 1.295, 0.971; at 2e-3 1.372, -, 0.917; segment 32 at 7e-4 1.329, 1.291, 0.911
-# but took 1.2x as long; with momentum (Adam's beta1 0.9) 1.352 on the first; Adam's
-# second moments from training as the normaliser (Krause et al.'s RMS variant) 1.331
-# at its best rate, 3e-4. Decay 1e-3 at 1e-3: 1.319 and 0.909 (3e-3: 1.319, 0.911).
+# `score --adapt` and `sample --adapt` (sample.AdaptiveScorer): one RMS-normalised step
+# per segment of ADAPT_SEGMENT characters at ADAPT_LR, then a decay of ADAPT_DECAY of
+# the way back to the trained weights. Chosen on 75 s and 10 min tiny shakespeare
+# models and a 75 s model of Python sources (nats/char on their held-out tenths; static
+# scores 1.537, 1.540, 1.413). Without decay: segment 64 at 1e-3 gave 1.329, 1.291,
+# 0.920; at 5e-4 1.324, 1.295, 0.971; at 2e-3 1.372, -, 0.917; segment 32 at 7e-4
+# 1.329, 1.291, 0.911 but took 1.2x as long; with momentum (Adam's beta1 0.9) 1.352 on
+# the first; Adam's second moments from training as the normaliser (Krause et al.'s
+# RMS variant) 1.331 at its best rate, 3e-4. Decay 1e-3 at 1e-3: 1.319, 1.283, 0.909
+# (3e-3: 1.319, -, 0.911).
 ADAPT_SEGMENT = 64
 ADAPT_LR = 1e-3
 ADAPT_DECAY = 1e-3

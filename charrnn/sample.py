@@ -235,10 +235,13 @@ class AdaptiveScorer:
     characters is scored with the weights as they are, then the weights take one step
     of RMS-normalised gradient descent (Adam without momentum) on that segment's loss
     and decay by `decay` of the way back to the trained weights, which keeps a long
-    text from pulling the model far from what it learnt in training. Every character is still predicted only from the characters before it, so the total
-    is a proper code length for the text; it is lower than the static score when the
-    text has its own names and habits (another play, another program) that the model
-    can pick up as it goes. The weights are a copy: the model given is not changed.
+    text from pulling the model far from what it learnt in training. Every character
+    is still predicted only from the characters before it, so the total is a proper
+    code length for the text; it is lower than the static score when the text has its
+    own names and habits (another play, another program) that the model can pick up as
+    it goes. The weights are a copy: the model given is not changed. The same text
+    scores the same at the same thread count; threads that split a layer sum its
+    gradients in another order, and the steps carry such differences forward.
 
     Offers what score_text needs of a Sampler: vocab, zero_state and token_losses."""
 
@@ -253,9 +256,7 @@ class AdaptiveScorer:
         self.lr, self.segment, self.decay = lr, segment, model.dtype.type(decay)
         self.optimizer = Adam(model.flat.size, model.dtype, beta1=0.0)
 
-    def zero_state(self):
-        shape = (self.config.layers, self.config.hidden)
-        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+    zero_state = Sampler.zero_state
 
     def token_losses(self, ids, h, c) -> np.ndarray:
         """As Sampler.token_losses, adapting the weights after every segment."""
@@ -264,9 +265,11 @@ class AdaptiveScorer:
         model = self.model
         for begin in range(0, len(ids) - 1, self.segment):
             end = min(begin + self.segment, len(ids) - 1)
+            # copies: the forward's cache keeps its initial state for the backward
             _, losses[begin:end], h_end, c_end = model.forward(
-                ids[None, begin:end], ids[None, begin + 1:end + 1], h[:, None], c[:, None])
-            model.backward()  # first: the forward's cache holds views of h and c
+                ids[None, begin:end], ids[None, begin + 1:end + 1], h[:, None].copy(),
+                c[:, None].copy())
+            model.backward()
             h[...], c[...] = h_end[:, 0], c_end[:, 0]
             if math.isfinite(clip_by_global_norm(model.grad_flat, ADAPT_CLIP)):
                 self.optimizer.step(model.flat, model.grad_flat, self.lr)
@@ -287,20 +290,28 @@ def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 
                ) -> dict:
     """Bits per character of text under the model, the state carried through the whole
     text. Characters outside the vocabulary are counted and skipped. The first character
-    has no context and is not scored."""
+    has no context and is not scored.
+
+    The text is encoded chunk_chars at a time. A scorer that learns per segment
+    (AdaptiveScorer) is handed whole segments until the last, and the ids left over go
+    on to the next chunk: segments fall where they would in the text scored whole."""
     vocab = sampler.vocab
+    segment = getattr(sampler, "segment", 1)
     h, c = sampler.zero_state()
-    total, count, unknown, previous = 0.0, 0, 0, None
+    total, count, unknown = 0.0, 0, 0
+    pending = np.empty(0, np.int64)  # the last input id, and ids not yet scored
     for begin in range(0, len(text), chunk_chars):
         ids, unknown_mask = vocab.encode(text[begin:begin + chunk_chars], skip_unknown=True)
         unknown += int(unknown_mask.sum())
-        if previous is not None:
-            ids = np.concatenate([[previous], ids])
-        if len(ids):
-            losses = sampler.token_losses(ids, h, c)
+        ids = np.concatenate([pending, ids])
+        targets = len(ids) - 1
+        if begin + chunk_chars < len(text):
+            targets -= targets % segment
+        if targets > 0:
+            losses = sampler.token_losses(ids[:targets + 1], h, c)
             total += float(losses.sum())
             count += losses.size
-            previous = int(ids[-1])
+        pending = ids[max(targets, 0):]
     nats = total / count if count else math.nan
     return {"bits_per_char": nats / LN2, "nats_per_char": nats, "chars": count,
             "unknown_chars": unknown}

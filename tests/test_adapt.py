@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from charrnn.model import Model, ModelConfig
+from charrnn import bench_quality
 from charrnn.checkpoint import load_trained
 from charrnn.sample import AdaptiveScorer, Decoding, Sampler, adapted_to, score_text
 from charrnn.vocab import Vocab
@@ -25,7 +26,7 @@ from test_cli import assert_fails, run
 CHARS = "abcdefgh \n"
 
 
-@pytest.fixture(scope="module", params=["lstm", "gru"])
+@pytest.fixture(scope="module", params=["lstm", "gru", "rnn"])
 def toy(request):
     vocab = Vocab.from_text(CHARS)
     model = Model(ModelConfig(cell=request.param, vocab_size=vocab.size, hidden=8,
@@ -79,12 +80,35 @@ def test_the_state_is_carried_across_segments(toy):
     text = "hgfe dcba abcd efgh hgfe"
     _, _, (h_whole, c_whole) = adaptive_losses(model, vocab, text, lr=1e-12, segment=4,
                                                decay=0.0)
-    # at a vanishing rate the weights stay put: the carried state is the static one
+    # at a vanishing rate the weights stay put (float32 cannot even hold the steps), so
+    # the carried state must be the static one: a state reset per segment would differ
     sampler = Sampler(model, vocab)
     h, c = sampler.zero_state()
     sampler.token_losses(vocab.encode(text)[0], h, c)
     np.testing.assert_allclose(h_whole, h, atol=1e-5)
     np.testing.assert_allclose(c_whole, c, atol=1e-5)
+
+
+def test_chunks_of_a_long_text_do_not_move_the_segments(toy):
+    # score_text encodes a long text a chunk at a time (1 MiB in the CLI); an adapting
+    # scorer must still step exactly where it would on the text read whole
+    model, vocab = toy
+    text = "abc defg hab\nhgf ¿edcba ab cd\n" * 9  # "¿" is unknown: skipped, counted
+    whole = score_text(AdaptiveScorer(model, vocab, 1e-2, 8), text, chunk_chars=10 ** 6)
+    for chunk_chars in (5, 8, 9, 64, 100):
+        chunked = score_text(AdaptiveScorer(model, vocab, 1e-2, 8), text, chunk_chars)
+        assert chunked["chars"] == whole["chars"] == len(text) - 1 - 9
+        assert chunked["unknown_chars"] == whole["unknown_chars"] == 9
+        assert chunked["nats_per_char"] == pytest.approx(whole["nats_per_char"], rel=1e-12)
+
+
+def test_a_segment_whose_gradient_is_not_finite_is_not_learnt_from(toy, monkeypatch):
+    from charrnn import sample
+    model, vocab = toy
+    monkeypatch.setattr(sample, "clip_by_global_norm", lambda grads, norm: float("nan"))
+    losses, scorer, _ = adaptive_losses(model, vocab, "abcdefgh abcdefgh")
+    np.testing.assert_array_equal(scorer.model.flat, model.flat)
+    assert scorer.optimizer.updates == 0 and np.isfinite(losses).all()
 
 
 def test_the_model_given_is_not_changed(toy):
@@ -105,8 +129,8 @@ def test_adapting_learns_a_texts_own_habits(toy):
 
 
 def test_adapting_matches_pytorch_taking_the_same_steps():
-    # An independent implementation of the same protocol (bench_quality's peer adapts
-    # this way): PyTorch's LSTM and Adam, in float64, from charrnn's weights.
+    # An independent implementation of the same protocol, the one bench_quality's peer
+    # adapts by: PyTorch's LSTM and Adam, in float64, from charrnn's weights.
     torch = pytest.importorskip("torch")
     vocab = Vocab.from_text(CHARS)
     V, E, H, L = vocab.size, 4, 6, 2
@@ -133,26 +157,15 @@ def test_adapting_matches_pytorch_taking_the_same_steps():
         head.weight.copy_(torch.from_numpy(p["Wy"].T.copy()))
         head.bias.copy_(torch.from_numpy(p["by"]))
     # PyTorch's second bias per layer is one more copy of ours: it stays at zero
+    # PyTorch's second bias per layer is one more copy of ours: it stays at zero
     params = [*embed.parameters(), *(value for name, value in lstm.named_parameters()
                                      if not name.startswith("bias_hh")), *head.parameters()]
-    trained = [value.detach().clone() for value in params]
-    adam = torch.optim.Adam(params, lr=lr, betas=(0.0, 0.999), eps=1e-8)
     ids = torch.tensor(vocab.encode(text)[0], dtype=torch.long)
-    theirs, state = [], None
-    for begin in range(0, len(ids) - 1, segment):
-        x, y = ids[begin:begin + segment], ids[begin + 1:begin + segment + 1]
-        out, state = lstm(embed(x[:len(y)])[None], state)
-        losses = torch.nn.functional.cross_entropy(head(out[0]), y, reduction="none")
-        theirs.append(losses.detach().numpy())
-        state = tuple(s.detach() for s in state)
-        adam.zero_grad()
-        losses.mean().backward()
-        assert torch.nn.utils.clip_grad_norm_(params, 5.0) < 5.0  # clipping never bites
-        adam.step()
-        with torch.no_grad():
-            for value, start in zip(params, trained):
-                value += decay * (start - value)
-    np.testing.assert_allclose(ours, np.concatenate(theirs), rtol=1e-9, atol=1e-12)
+    theirs = bench_quality.peer_val_nats((embed, lstm, head, params), ids, segment, lr,
+                                         decay)
+    assert theirs == pytest.approx(ours.mean(), rel=1e-9, abs=0)
+    static = adaptive_losses(model, vocab, text, 1e-12, segment, 0.0)[0].mean()
+    assert abs(theirs - static) > 1e-3  # the steps mattered: the agreement is not trivial
 
 
 def test_a_model_adapted_to_a_prime_has_learnt_it(toy):
@@ -185,7 +198,8 @@ def test_score_adapt_scores_lower_on_a_repeated_text_and_leaves_the_checkpoint(t
     text = "a lazy dog at dawn sings while the fox jumps\n" * 30
     before = tiny.ckpt.read_bytes()
     static = json.loads(run("score", tiny.ckpt, "--json", input=text).stdout)
-    result = run("score", tiny.ckpt, "--json", "--adapt", "--adapt-lr", "0.01", input=text)
+    result = run("score", tiny.ckpt, "--json", "--adapt", "--adapt-lr", "0.01",
+                 "--threads", "1", input=text)
     assert result.exit_code == 0 and result.stderr == ""
     adapted = json.loads(result.stdout)
     assert adapted["adapt_lr"] == 0.01 and adapted["chars"] == static["chars"]
@@ -222,3 +236,10 @@ def test_sample_adapt_generates_from_the_model_adapted_to_the_prime(tiny):
 @pytest.mark.parametrize("args", [["--adapt"], ["--prime", "a dog", "--adapt-lr", "0.01"]])
 def test_sample_adapt_usage_errors(tiny, args):
     assert_fails(run("sample", tiny.ckpt, "-n", "5", *args), code=2)
+
+
+@pytest.mark.parametrize("prime", ["", "a", "€€€"])
+def test_sample_adapt_needs_a_prime_the_model_can_learn_from(tiny, prime):
+    result = run("sample", tiny.ckpt, "-n", "5", "--seed", "1", "--adapt", "--prime", prime)
+    assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: --adapt learns from")
