@@ -47,6 +47,12 @@ def finite(ctx, param, value):
     return value
 
 
+# score and sample: the rate of --adapt's steps (check_adapt_lr: only with --adapt)
+adapt_lr_option = click.option(
+    "--adapt-lr", type=click.FloatRange(min=0, min_open=True), default=defaults.ADAPT_LR,
+    show_default=True, callback=finite, help="Learning rate of --adapt's steps.")
+
+
 def note_compiling() -> None:
     """Until the current command ends, say on stderr when kernels start compiling."""
     from .compile_note import note_when_compiling
@@ -364,7 +370,7 @@ def format_seconds(seconds: float) -> str:
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True, help="jsonl: one {\"text\", \"seed\"} object per sample.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True, help="Weights generation multiplies by. bfloat16 (8 significant bits) halves the memory read per character: 2-3x faster for models too big for the CPU caches, text of the same quality. auto: bfloat16 above 4 MiB of float32 weights (e.g. 2x512 or 3x256 LSTMs), the same choice on every machine. float32: the weights as trained (a seed then gives other text on such models). Scoring and --beam always use the weights as trained.")
 @click.option("--adapt", is_flag=True, help="Before generating, let the model learn from the prime as `score --adapt` does, to write more in its manner (a long prime: its names, spelling, layout). The checkpoint is not changed.")
-@click.option("--adapt-lr", type=click.FloatRange(min=0, min_open=True), default=defaults.ADAPT_LR, show_default=True, callback=finite, help="Learning rate of --adapt's steps.")
+@adapt_lr_option
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores].")
 def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_file, strict,
            seed, stops, num_samples, separator, beam, fmt, precision, adapt, adapt_lr,
@@ -484,9 +490,7 @@ def with_stops(pieces, stops):
                    f"each {defaults.ADAPT_SEGMENT}-char segment is scored, then trained on. "
                    "Every char is still predicted from the chars before it only. The "
                    "checkpoint is not changed.")
-@click.option("--adapt-lr", type=click.FloatRange(min=0, min_open=True),
-              default=defaults.ADAPT_LR, show_default=True, callback=finite,
-              help="Learning rate of --adapt's steps.")
+@adapt_lr_option
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: all cores]. --adapt scores repeat exactly at the same thread count.")
 def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, threads):
