@@ -28,6 +28,12 @@ scored 1.549, at 1,125 1.545): the scored tenth is other plays than the training
 and the models learn the training plays. Checked again after the team's products and
 the kept memory (about 1,520 steps in 75 s at 2 x 256): the defaults scored 1.537 and
 1.549, 2 x 384 1.563 and 1.566, 3 x 256 1.588.
+Tried and not adopted (each pair from one run): an average of the weights over the
+last steps (an exponential moving average kept beside training) scored 1.543 -> 1.539
+at 10 min (best decay 0.995; 0.99 1.540, 0.999 1.541) but 1.538 -> 1.539-1.541 at
+75 s (decays 0.98-0.995); dropping 20% of the recurrent weights (DropConnect, a mask
+per step, as in AWD-LSTM) on top of the dropout scored 1.658 against 1.538 without it
+at 10 min, in runs slowed to 2,835 steps by an oversubscribed BLAS pool.
 """
 
 from __future__ import annotations
