@@ -74,20 +74,35 @@ def load_trained_or_fail(path: str):
 
 
 def write_stdout(text: str) -> None:
-    """Write UTF-8 whatever the locale, and flush so `| tee` shows progress."""
-    stream = sys.stdout.buffer
-    stream.write(text.encode("utf-8", "surrogatepass"))
-    stream.flush()
+    """Write UTF-8 whatever the locale, and flush so `| tee` shows progress. The one
+    place that writes standard output, so every command ends the same way when it
+    cannot: quietly (exit 0) when the reader went away (`| head`), else one line."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        fail("cannot write to standard output: it is closed")
+    try:
+        stream = sys.stdout.buffer
+        stream.write(text.encode("utf-8", "surrogatepass"))
+        stream.flush()
+    except BrokenPipeError:
+        discard_stdout()
+        sys.exit(0)
+    except OSError as error:  # e.g. a full disk, or > /dev/full
+        discard_stdout()
+        fail(f"cannot write to standard output: {error.strerror or error}")
 
 
-def quiet_broken_pipe() -> None:
-    """The reader went away (`| head`): end quietly, with no traceback at exit flush."""
+def stdout_is_terminal() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit cannot fail again
+    on what is still buffered and print a traceback."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
-    sys.exit(0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -217,6 +232,8 @@ def describe(error: BaseException) -> str:
 def train_on_ranks(comm, request, quiet: bool, log_path: str | None) -> int:
     """The train command on each rank (one with LocalComm); returns the exit code."""
     from .runs import prepare_run, run_training
+    if comm.rank == 0 and log_path:
+        check_log_path(log_path, request)
     stdin = sys.stdin.buffer if request.corpus == "-" else None
     trainer, notes = prepare_run(comm, request, stdin)
     reporter = None  # other ranks stay silent
@@ -237,6 +254,26 @@ def train_on_ranks(comm, request, quiet: bool, log_path: str | None) -> int:
                    f"with: charrnn train {request.corpus} -o {request.output} --resume",
                    err=True)
     return 128 + trainer.stop_signal
+
+
+def check_log_path(log_path: str, request) -> None:
+    """Before anything is read: the log is appended to, so it must not be a file the
+    run reads or writes otherwise (appending JSON to a checkpoint would corrupt it),
+    and its directory must exist."""
+    from .checkpoint import is_checkpoint_file
+    from .runs import BadOption
+    from .train import best_path
+    others = {"the --output checkpoint": request.output, "--output's best checkpoint": best_path(request.output),
+              "the --init-from checkpoint": request.init_from, "the corpus": request.corpus}
+    for role, path in others.items():
+        if path and path != "-" and os.path.realpath(path) == os.path.realpath(log_path):
+            raise BadOption("--log", f"{log_path} is {role}: give the log a file of its own")
+    if os.path.exists(log_path) and is_checkpoint_file(log_path):
+        raise BadOption("--log", f"{log_path} is a charrnn checkpoint: appending the log "
+                                 "would corrupt it")
+    directory = os.path.dirname(os.path.abspath(log_path))
+    if not os.path.isdir(directory):
+        raise BadOption("--log", f"{log_path}: no such directory {directory}")
 
 
 class StopFlag:
@@ -277,7 +314,12 @@ class Reporter:
     def __init__(self, quiet: bool, log_path: str | None, interval: float = 5.0):
         self.quiet, self.interval = quiet, interval
         self.live = sys.stderr.isatty()
-        self.log = open(log_path, "a", encoding="utf-8") if log_path else None
+        self.log_path, self.log = log_path, None
+        if log_path:
+            try:
+                self.log = open(log_path, "a", encoding="utf-8")
+            except OSError as error:
+                self.lose_log(error)
         self.last_print = 0.0
         self.started = time.perf_counter()
         self.steps_since, self.chars_since, self.rate_clock = 0, 0, time.perf_counter()
@@ -285,7 +327,29 @@ class Reporter:
 
     def close(self):
         if self.log:
-            self.log.close()
+            try:
+                self.log.close()
+            except OSError as error:
+                self.lose_log(error)
+
+    def lose_log(self, error: OSError) -> None:
+        """A log that cannot be written is not worth the training run: say so, go on."""
+        click.echo(f"warning: cannot write the log {self.log_path}: "
+                   f"{error.strerror or error}; training goes on without it", err=True)
+        log, self.log = self.log, None
+        try:
+            if log:
+                log.close()  # closes the file even when its flush fails
+        except OSError:
+            pass
+
+    def write_log(self, event: dict) -> None:
+        try:
+            self.log.write(json.dumps({k: event[k] for k in
+                                       ("step", "seconds", "train_bpc", "val_bpc", "lr")}) + "\n")
+            self.log.flush()
+        except OSError as error:
+            self.lose_log(error)
 
     def say(self, line: str, live: bool = False) -> None:
         if self.quiet:
@@ -315,9 +379,7 @@ class Reporter:
             self.say(f"step {event['step']}: train {event['train_bpc']:.4f} bits/char, "
                      f"val {val} bits/char{mark}")
             if self.log:
-                self.log.write(json.dumps({k: event[k] for k in
-                                           ("step", "seconds", "train_bpc", "val_bpc", "lr")}) + "\n")
-                self.log.flush()
+                self.write_log(event)
         elif kind == "rollback":
             click.echo(f"step {event['step']}: loss not finite; rolled back to the last good "
                        f"state, learning rate now {event['lr']:.3g}", err=True)
@@ -389,6 +451,9 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
         raise click.UsageError("--beam needs a finite -n/--length")
     if adapt and prime is None and prime_file is None:
         raise click.UsageError("--adapt learns from the prime: give --prime or --prime-file")
+    if "" in stops:  # it would end every sample before its first character
+        raise click.BadParameter("an empty string would end every sample at once",
+                                 param_hint="--stop")
     check_adapt_lr(adapt)
     import numpy as np
 
@@ -420,7 +485,7 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
     if adapt:
         model = adapted_to(model, vocab, prime_ids, adapt_lr)
     sampler = Sampler(model, vocab, precision)
-    if not beam and sys.stdout.isatty():
+    if not beam and stdout_is_terminal():
         # On a terminal a compile note would land mid-line after the first character;
         # in a pipe it goes elsewhere, and loading the kernel early costs 0.3 s.
         sampler.prepare(decoding)
@@ -443,10 +508,8 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
                     write_stdout(separator)
                 for piece in pieces:
                     write_stdout(piece)
-        if fmt == "text" and sys.stdout.isatty():
+        if fmt == "text" and stdout_is_terminal():
             write_stdout(separator or "\n")
-    except BrokenPipeError:
-        quiet_broken_pipe()
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -517,28 +580,25 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
         fail(str(error))
     note_compiling()
     scorer = AdaptiveScorer(model, vocab, adapt_lr) if adapt else Sampler(model, vocab)
-    try:
-        if per_line:
-            lines = text.split("\n")  # only newlines end lines (not \f, \u2028, ...)
-            if lines[-1] == "":
-                lines.pop()
-            for line in lines:
-                line = line[:-1] if line.endswith("\r") else line
-                write_stdout(f"{score_line(scorer, line):.4f}\t{line}\n")
-            return
-        result = score_text(scorer, text)
-        if adapt:
-            result["adapt_lr"] = adapt_lr
-        if as_json:
-            write_stdout(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                     for k, v in result.items()}) + "\n")
-        else:
-            write_stdout(f"{result['bits_per_char']:.4f} bits/char "
-                         f"({result['nats_per_char']:.4f} nats/char) over {result['chars']} "
-                         f"chars; {result['unknown_chars']} unknown chars skipped"
-                         + (f"; adapting at lr {adapt_lr:g}" if adapt else "") + "\n")
-    except BrokenPipeError:
-        quiet_broken_pipe()
+    if per_line:
+        lines = text.split("\n")  # only newlines end lines (not \f, \u2028, ...)
+        if lines[-1] == "":
+            lines.pop()
+        for line in lines:
+            line = line[:-1] if line.endswith("\r") else line
+            write_stdout(f"{score_line(scorer, line):.4f}\t{line}\n")
+        return
+    result = score_text(scorer, text)
+    if adapt:
+        result["adapt_lr"] = adapt_lr
+    if as_json:
+        write_stdout(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                 for k, v in result.items()}) + "\n")
+    else:
+        write_stdout(f"{result['bits_per_char']:.4f} bits/char "
+                     f"({result['nats_per_char']:.4f} nats/char) over {result['chars']} "
+                     f"chars; {result['unknown_chars']} unknown chars skipped"
+                     + (f"; adapting at lr {adapt_lr:g}" if adapt else "") + "\n")
 
 
 # ---------------------------------------------------------------------------- info

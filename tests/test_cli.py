@@ -637,3 +637,83 @@ def test_train_fills_unchosen_lr_and_dropout_from_the_budget(tmp_path, limits, l
     assert given.exit_code == 0, given.stderr
     header, _ = load_checkpoint(str(tmp_path / "g.ckpt"))
     assert (header["training"]["options"]["lr"], header["model"]["dropout"]) == (0.02, 0.1)
+
+
+# ------------------------------------------------- standard output that cannot be written
+STDOUT_COMMANDS = [["sample", "-n", "20", "--seed", "1"], ["info"], ["info", "--json"],
+                   ["score", "{corpus}"], ["score", "{corpus}", "--per-line"]]
+
+
+def command_line(console_script, trained, words):
+    words = [w.format(corpus=trained.corpus) for w in words]
+    return f"'{console_script}' {words[0]} '{trained.ckpt}' " + \
+        " ".join(f"'{w}'" for w in words[1:]) + " --threads 1" * (words[0] != "info")
+
+
+@pytest.mark.parametrize("words", STDOUT_COMMANDS)
+@pytest.mark.parametrize("redirect, message", [
+    ("> /dev/full", "No space left on device"), (">&-", "it is closed")])
+def test_unwritable_stdout_fails_in_one_line(trained, console_script, words, redirect, message):
+    done = shell(f"{command_line(console_script, trained, words)} {redirect}",
+                 env=script_env())
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.decode() == f"Error: cannot write to standard output: {message}\n"
+
+
+@pytest.mark.parametrize("words", STDOUT_COMMANDS)
+def test_every_command_ends_quietly_when_the_reader_has_gone(trained, console_script, words):
+    # The reader exits before the command writes: every command, not only sample,
+    # ends with status 0 and says nothing.
+    done = shell(f"(sleep 0.3; {command_line(console_script, trained, words)}) | true; "
+                 "echo ${PIPESTATUS[0]}", env=script_env())
+    assert done.stdout == b"0\n", done.stderr
+    assert done.stderr == b""
+
+
+def test_an_empty_stop_string_is_a_usage_error(trained):
+    result = run("sample", trained.ckpt, "--stop", "")
+    assert "--stop" in assert_fails(result, code=2)
+
+
+# ---------------------------------------------------------------------------- --log
+@pytest.mark.parametrize("log_name, extra", [
+    ("out.ckpt", []), ("out.best.ckpt", []), ("base.ckpt", ["--init-from", "base.ckpt"]),
+    ("corpus.txt", []), ("other.ckpt", [])])
+def test_log_never_appends_to_a_checkpoint_or_the_corpus(trained, tmp_path, log_name, extra):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(trained.text)
+    for name in ("out.ckpt", "out.best.ckpt", "base.ckpt", "other.ckpt"):
+        (tmp_path / name).write_bytes(Path(trained.ckpt).read_bytes())
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    extra = [str(tmp_path / word) if word.endswith(".ckpt") else word for word in extra]
+    result = run("train", corpus, "-o", tmp_path / "out.ckpt", "--force", *TINY, *extra,
+                 "--log", tmp_path / log_name)
+    assert "--log" in assert_fails(result, code=2)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_log_in_a_missing_directory_fails_before_training(trained, tmp_path):
+    result = train_tiny(trained.corpus, tmp_path / "m.ckpt", "--log", tmp_path / "no" / "x")
+    assert "no such directory" in assert_fails(result, code=2)
+    assert not (tmp_path / "m.ckpt").exists()
+
+
+def test_a_log_that_cannot_be_written_warns_and_training_goes_on(trained, tmp_path):
+    result = train_tiny(trained.corpus, tmp_path / "m.ckpt", "--eval-every", "10",
+                        "--log", "/dev/full")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert warnings == ["warning: cannot write the log /dev/full: No space left on device; "
+                        "training goes on without it"]
+    assert load_trained(str(tmp_path / "m.ckpt"))[3]  # the run's checkpoint is whole
+
+
+def test_log_appends_one_json_object_per_evaluation(trained, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"earlier": 1}\n')
+    result = train_tiny(trained.corpus, tmp_path / "m.ckpt", "--eval-every", "10",
+                        "--log", log)
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records[0] == {"earlier": 1}
+    assert [r["step"] for r in records[1:]] == [10, 20, 30]
