@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 
 import click
 
@@ -682,6 +683,10 @@ def sparkline(values) -> str:
 
 
 def main():
+    # A diverging run overflows in numpy's products; training and --adapt check for
+    # non-finite values themselves and say so in one line, so numpy's multi-line
+    # warnings would only bury that line.
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"charrnn\.")
     one_blas_thread()
     keep_freed_memory()
     key_kernel_cache()

@@ -717,3 +717,12 @@ def test_log_appends_one_json_object_per_evaluation(trained, tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records[0] == {"earlier": 1}
     assert [r["step"] for r in records[1:]] == [10, 20, 30]
+
+
+def test_a_diverging_run_says_so_without_numpy_warnings(trained, console_script, tmp_path):
+    done = shell(f"'{console_script}' train '{trained.corpus}' -o '{tmp_path}/m.ckpt' "
+                 + " ".join(TINY) + " --lr 1e30 --quiet", env=script_env())
+    assert done.returncode == 1
+    stderr = done.stderr.decode()
+    assert "Warning" not in stderr and "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1].startswith("Error: loss is not finite")
