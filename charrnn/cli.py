@@ -189,6 +189,7 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     request = RunRequest(corpus, output, resume, force, init_from, max_vocab, min_count,
                          encoding, errors, time_limit, flags, given)
+    exit_on_signals()
     try:
         code = train_on_ranks(comm, request, quiet, log_path)
     except AllRanks as agreed:  # every rank ends here together
@@ -275,6 +276,20 @@ def check_log_path(log_path: str, request) -> None:
     directory = os.path.dirname(os.path.abspath(log_path))
     if not os.path.isdir(directory):
         raise BadOption("--log", f"{log_path}: no such directory {directory}")
+
+
+def exit_on_signals() -> None:
+    """Until training starts (and StopFlag takes over): SIGINT and SIGTERM end the run
+    with 128 + the signal, as an exception, so what reading the corpus leaves (a spool
+    of stdin, a half-written cache entry) is removed on the way out. Python's default
+    SIGTERM kills at once."""
+    def leave(signum, frame):
+        sys.exit(128 + signum)
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, leave)
+    except ValueError:  # not the main thread (e.g. some test runners)
+        pass
 
 
 class StopFlag:
@@ -416,14 +431,14 @@ def format_seconds(seconds: float) -> str:
 
 # -------------------------------------------------------------------------- sample
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("-n", "--length", type=click.IntRange(0), default=500, show_default=True, help="Characters to generate (the prime is not counted); 0 = endless.")
 @click.option("-t", "--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, callback=finite, help="Below 1: safer, more repetitive; above 1: more random.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character.")
 @click.option("--top-k", type=click.IntRange(1), default=None, help="Sample only among the K most likely characters.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, callback=finite, help="Sample from the smallest set holding probability P (nucleus).")
 @click.option("--prime", default=None, help="Text to start from; it is printed first.")
-@click.option("--prime-file", type=click.Path(allow_dash=True, dir_okay=False), default=None, help="Read the prime from a file ('-' for stdin).")
+@click.option("--prime-file", type=click.Path(allow_dash=True), default=None, help="Read the prime from a file ('-' for stdin).")
 @click.option("--strict", is_flag=True, help="Prime characters missing from the vocabulary are an error, not a warning.")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Seed for reproducible output [default: drawn, and printed to stderr].")
 @click.option("--stop", "stops", multiple=True, help="End a sample right after this string (repeatable).")
@@ -464,7 +479,7 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
     if prime_file is not None:
         try:
-            prime = read_text(prime_file)
+            prime = read_text(prime_file, options=())  # sample has no decoding options
         except CorpusError as error:
             fail(str(error))
     prime = prime or ""
@@ -545,8 +560,8 @@ def with_stops(pieces, stops):
 
 # --------------------------------------------------------------------------- score
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("text_file", type=click.Path(allow_dash=True, dir_okay=False), default="-")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("text_file", type=click.Path(allow_dash=True), default="-")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--per-line", is_flag=True, help="Score each line from a fresh state: bits_per_char<TAB>line.")
 @click.option("--adapt", is_flag=True,
@@ -576,7 +591,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
     set_threads(threads)
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
     try:
-        text = read_text(text_file, encoding)
+        text = read_text(text_file, encoding, options=("--encoding",))
     except CorpusError as error:
         fail(str(error))
     note_compiling()
@@ -604,7 +619,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
 
 # ---------------------------------------------------------------------------- info
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(checkpoint, as_json):
     """Describe a checkpoint: architecture, vocabulary, training record.

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -726,3 +727,53 @@ def test_a_diverging_run_says_so_without_numpy_warnings(trained, console_script,
     stderr = done.stderr.decode()
     assert "Warning" not in stderr and "Traceback" not in stderr, stderr
     assert stderr.splitlines()[-1].startswith("Error: loss is not finite")
+
+
+def test_decoding_errors_advise_only_the_commands_own_options(trained, tmp_path):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café olé\n".encode("latin-1"))
+    score_error = assert_fails(run("score", trained.ckpt, latin))
+    assert "use --encoding NAME" in score_error and "--errors" not in score_error
+    prime_error = assert_fails(run("sample", trained.ckpt, "--prime-file", latin))
+    assert "--encoding" not in prime_error and "--errors" not in prime_error
+    assert "convert it to UTF-8" in prime_error
+
+
+@pytest.mark.parametrize("words", [["info", "{dir}"], ["sample", "{dir}"],
+                                   ["score", "{ckpt}", "{dir}"],
+                                   ["sample", "{ckpt}", "--prime-file", "{dir}"]])
+def test_a_directory_given_as_an_input_file_is_a_runtime_error(trained, tmp_path, words):
+    # exit 1 as the README's exit codes say for unreadable inputs (click's own check
+    # made it a usage error, exit 2)
+    words = [w.format(dir=tmp_path, ckpt=trained.ckpt) for w in words]
+    assert "is a directory" in assert_fails(run(*words))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_stdin_is_spooled_exits_128_plus_it_and_removes_the_spool(
+        console_script, tmp_path, signum):
+    cache = tmp_path / "cache"
+    process = subprocess.Popen(
+        [console_script, "train", "-", "-o", str(tmp_path / "m.ckpt"), *TINY],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=script_env(CHARRNN_CACHE_DIR=str(cache)), start_new_session=True)
+    try:
+        process.stdin.write(english_text().encode())
+        process.stdin.flush()  # and left open: the spool waits for more
+        for _ in range(600):
+            if cache.exists() and any(p.name.startswith("spool-") for p in cache.iterdir()):
+                break
+            process.poll()
+            assert process.returncode is None, process.stderr.read()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no spool appeared in 60 s")
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 128 + signum, stderr
+    assert b"Traceback" not in stderr
+    assert not any(p.name.startswith("spool-") for p in cache.iterdir())
