@@ -473,7 +473,7 @@ def sample(checkpoint, length, temperature, greedy, top_k, top_p, prime, prime_f
     check_adapt_lr(adapt)
     import numpy as np
 
-    from .corpus import CorpusError, read_text
+    from .textfile import CorpusError, read_text
     from .sample import Decoding, Sampler, adapted_to
 
     model, vocab, _, _ = load_trained_or_fail(checkpoint)
@@ -581,7 +581,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
     charrnn score model.ckpt val.txt --adapt
     charrnn score model.ckpt --per-line < lines.txt | sort -n | head
     """
-    from .corpus import CorpusError, read_text
+    from .textfile import CorpusError, read_text
     from .sample import AdaptiveScorer, Sampler, score_line, score_text
 
     if adapt and per_line:

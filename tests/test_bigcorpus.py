@@ -17,6 +17,7 @@ from test_cli import assert_fails, run
 
 import charrnn.corpus
 import charrnn.runs
+import charrnn.textfile
 import charrnn.train
 from charrnn.checkpoint import load_trained
 
@@ -54,7 +55,7 @@ def test_training_reads_ids_from_the_cache_never_the_whole_text(corpus, tmp_path
     def no_whole_text(*args, **kwargs):
         raise AssertionError("the corpus was read whole")
     monkeypatch.setattr(charrnn.train.Trainer, "__init__", spy)
-    monkeypatch.setattr(charrnn.corpus, "read_text", no_whole_text)
+    monkeypatch.setattr(charrnn.textfile, "read_text", no_whole_text)
     monkeypatch.setattr(charrnn.corpus, "CHUNK_BYTES", 1000)  # several chunks
     result = run("train", corpus, "-o", tmp_path / "m.ckpt", *TINY)
     assert result.exit_code == 0, result.stderr

@@ -13,7 +13,8 @@ from test_bigcorpus import TINY
 from test_cli import assert_fails, run
 
 from charrnn.checkpoint import load_trained
-from charrnn.corpus import SNIFF_BYTES, Corpus, CorpusError, read_text
+from charrnn.corpus import Corpus
+from charrnn.textfile import SNIFF_BYTES, CorpusError, read_text
 from charrnn.vocab import Vocab
 
 LONE_SURROGATES = b"ab+2AA-cd" * 400  # utf-7 for "ab\ud800cd": a high half alone
