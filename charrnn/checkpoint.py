@@ -12,19 +12,27 @@ Layout (little-endian):
     4 bytes   CRC-32 of everything before it (detects truncation and corruption)
 
 A checkpoint is data, never code: only plain numeric dtypes are accepted and nothing is
-unpickled. Writes are atomic: a temporary file in the same directory is written,
-fsynced and renamed over the target, so a crash at any moment leaves either the old
-file or the new one. A process killed mid-write (kill -9) leaves its temporary file
-behind; the next save of the same checkpoint removes it.
+unpickled. A header is not trusted for being checksummed: each array's entry must lie
+inside the data section, and load_trained checks the records' types, so a hand-edited
+or foreign file is refused with one CheckpointError, never half-read.
+
+Writes are atomic: a temporary file in the same directory is written, fsynced and
+renamed over the target, so a crash at any moment leaves either the old file or the
+new one. A process killed mid-write (kill -9) leaves its temporary file behind; the
+next save of the same checkpoint removes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import re
+import reprlib
 import struct
 import time
+import typing
 import zlib
 
 import numpy as np
@@ -36,6 +44,7 @@ STALE_TEMPORARY_SECONDS = 600  # a writer's temporary file older than this, writ
 MAGIC = b"\x89CHRNN\r\n"
 ALIGN = 64
 ALLOWED_DTYPES = {"float32", "float64", "int32", "int64", "uint8", "uint16", "uint32"}
+MAX_DIMENSIONS = 32  # what every NumPy version can build
 _PREFIX = struct.Struct("<8sIQ")
 
 
@@ -87,24 +96,43 @@ def decode_checkpoint(blob: bytes, name: str = "checkpoint") -> tuple[dict, dict
                               "use an earlier checkpoint, e.g. the .best one")
     try:
         header = json.loads(blob[_PREFIX.size:_PREFIX.size + header_len].decode("utf-8"))
-        start = _PREFIX.size + header_len
-        start += _padding(start)
-        arrays = {}
-        for key, entry in header.pop("arrays").items():
-            if entry["dtype"] not in ALLOWED_DTYPES:
-                raise CheckpointError(f"{name}: array {key} has forbidden dtype {entry['dtype']}")
-            dtype = np.dtype(entry["dtype"]).newbyteorder("<")
-            begin = start + int(entry["offset"])
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            if begin + count * dtype.itemsize > len(blob) - 4:
-                raise CheckpointError(f"{name}: array {key} runs past the end of the file")
-            array = np.frombuffer(blob, dtype, count, begin).reshape(entry["shape"])
-            arrays[key] = array.astype(dtype.newbyteorder("="))
-    except CheckpointError:
-        raise
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except RecursionError:
+        raise CheckpointError(f"{name} has a malformed header: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{name} has a malformed header: {error}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), dict):
+        raise CheckpointError(f"{name} has a malformed header: no table of arrays")
+    start = _PREFIX.size + header_len
+    start += _padding(start)
+    arrays = {key: _read_array(blob, start, key, entry, name)
+              for key, entry in header.pop("arrays").items()}
     return header, arrays
+
+
+def _read_array(blob: bytes, start: int, key: str, entry, name: str) -> np.ndarray:
+    """The array an entry of the header's table describes, once the entry is known to
+    lie inside the data section, which begins at byte start and ends at the CRC."""
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"{name}: array {_shown(key)} {why}")
+
+    if not isinstance(entry, dict):
+        raise refuse("is not described by {dtype, shape, offset}")
+    dtype_name, shape, offset = entry.get("dtype"), entry.get("shape"), entry.get("offset")
+    if not isinstance(dtype_name, str) or dtype_name not in ALLOWED_DTYPES:
+        raise refuse(f"has forbidden dtype {_shown(dtype_name)}")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS or \
+            not all(_is_int(size) and size >= 0 for size in shape):
+        raise refuse(f"has shape {reprlib.repr(shape)}, not a list of at most "
+                     f"{MAX_DIMENSIONS} non-negative integers")
+    if not _is_int(offset) or offset < 0 or offset % ALIGN:
+        raise refuse(f"has offset {reprlib.repr(offset)}, not a non-negative multiple of "
+                     f"{ALIGN} from the start of the data")
+    dtype = np.dtype(dtype_name).newbyteorder("<")
+    count = math.prod(shape)  # a Python int: a huge shape cannot overflow
+    if start + offset + count * dtype.itemsize > len(blob) - 4:
+        raise refuse("runs past the end of the file")
+    array = np.frombuffer(blob, dtype, count, start + offset).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def save_checkpoint(path: str, header: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -118,9 +146,11 @@ def save_checkpoint(path: str, header: dict, arrays: dict[str, np.ndarray]) -> N
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError):  # name the checkpoint, not its temporary file
+            error.filename, error.filename2 = path, None
         raise
     remove_stale_temporaries(path)
     try:
@@ -200,18 +230,107 @@ def save_trained(path: str, model, vocab, training: dict, arrays: dict[str, np.n
 
 
 def load_trained(path: str, dtype=np.float32):
-    """Load (model, vocab, training dict, arrays) from a checkpoint file."""
+    """Load (model, vocab, training dict, arrays) from a checkpoint file. The training
+    dict's documented fields are of their types (STATE_TYPES); resuming checks the rest
+    (runs.py)."""
     from .model import Model, ModelConfig
     from .vocab import Vocab
     header, arrays = load_checkpoint(path)
     if header.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a charrnn checkpoint (format field missing)")
     try:
-        config = ModelConfig.from_dict(header["model"])
-        vocab = Vocab.from_dict(header["vocab"])
+        config = ModelConfig.from_dict(check_record(header.get("model"), ModelConfig, "model"))
+        vocab = Vocab.from_dict(checked_vocab(header.get("vocab")))
         if vocab.size != config.vocab_size:
             raise ValueError("vocabulary size does not match the model")
-        model = Model(config, arrays.pop("params"), dtype=dtype)
-    except (KeyError, ValueError, TypeError) as error:
+        params = arrays.pop("params", None)
+        if params is None or params.dtype.kind != "f":
+            raise ValueError("no floating-point params array")
+        model = Model(config, params, dtype=dtype)
+        training = checked_training(header.get("training", {}))
+    except (KeyError, ValueError, TypeError, OverflowError) as error:
+        # ModelConfig and Vocab check their values; a failure they did not foresee is
+        # still this file's fault, and one line.
         raise CheckpointError(f"{path} is inconsistent: {error}") from None
-    return model, vocab, header.get("training", {}), arrays
+    return model, vocab, training, arrays
+
+
+# The training state's fields that readers other than the trainer show (charrnn info),
+# and those of each evaluation in its history; train.TrainState has them all.
+STATE_TYPES = {"step": int, "chars_seen": int, "train_seconds": float,
+               "best_val_bpc": float | None, "last_val_bpc": float | None, "history": list}
+EVALUATION_TYPES = {"step": int, "val_bpc": float | None}
+
+
+def checked_training(training) -> dict:
+    """A checkpoint's training record, once its options and state (either may be
+    absent: not every checkpoint comes from `charrnn train`) are JSON objects and the
+    state's STATE_TYPES fields are of their types."""
+    check_record(training, {"options": dict, "state": dict}, "training record")
+    if "state" in training:
+        state = check_record(training["state"], STATE_TYPES, "training state")
+        for evaluation in state.get("history", []):
+            check_record(evaluation, EVALUATION_TYPES, "training history entry", ["step"])
+    return training
+
+
+def checked_vocab(data) -> dict:
+    """A checkpoint's vocabulary record, once its counts can weigh a first character:
+    whole numbers, none negative, not all zero (Vocab.from_dict checks the characters)."""
+    check_record(data, {"chars": str, "counts": list, "has_unknown": bool}, "vocabulary",
+                 ["chars", "counts"])
+    counts = data["counts"]
+    if not all(_is_int(n) and n >= 0 for n in counts) or (counts and not sum(counts)):
+        raise ValueError("vocabulary counts are not whole numbers >= 0 with a positive sum")
+    return data
+
+
+def check_record(record, schema, what: str, required=()) -> dict:
+    """record, once it is known to be a JSON object whose fields named in schema hold
+    values of their types: schema is a dict {name: type}, or a dataclass whose
+    annotations give them (its fields without a default are then required). Types are
+    int (not bool), float (any finite number), str, bool, list, dict, None and unions
+    such as `float | None`. Fields schema does not name are not looked at.
+    Raises ValueError saying which field is wrong."""
+    if dataclasses.is_dataclass(schema):
+        required = [field.name for field in dataclasses.fields(schema)
+                    if field.default is dataclasses.MISSING
+                    and field.default_factory is dataclasses.MISSING]
+        schema = typing.get_type_hints(schema)
+    if not isinstance(record, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    for name in required:
+        if name not in record:
+            raise ValueError(f"{what} has no {name}")
+    for name, expected in schema.items():
+        allowed = typing.get_args(expected) or (expected,)
+        if name in record and not any(_holds(record[name], kind) for kind in allowed):
+            raise ValueError(f"{what} {name} is {reprlib.repr(record[name])}, not "
+                             + " or ".join(_described(kind) for kind in allowed))
+    return record
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    """value from a file, short and on one line; a string without quotes."""
+    text = reprlib.repr(value)
+    return text[1:-1] if isinstance(value, str) else text
+
+
+def _holds(value, kind) -> bool:
+    if kind is float:  # an integer is a number too
+        return _is_int(value) or isinstance(value, float) and math.isfinite(value)
+    if kind is int:
+        return _is_int(value)
+    if kind is type(None):
+        return value is None
+    return isinstance(value, kind)
+
+
+def _described(kind) -> str:
+    """kind as an error message names it."""
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "a boolean",
+            list: "a list", dict: "a JSON object", type(None): "null"}.get(kind, kind.__name__)
