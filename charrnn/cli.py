@@ -263,19 +263,21 @@ def check_log_path(log_path: str, request) -> None:
     run reads or writes otherwise (appending JSON to a checkpoint would corrupt it),
     and its directory must exist."""
     from .checkpoint import is_checkpoint_file
-    from .runs import BadOption
+    from .runs import BadOption, RunError
     from .train import best_path
     others = {"the --output checkpoint": request.output, "--output's best checkpoint": best_path(request.output),
               "the --init-from checkpoint": request.init_from, "the corpus": request.corpus}
     for role, path in others.items():
         if path and path != "-" and os.path.realpath(path) == os.path.realpath(log_path):
             raise BadOption("--log", f"{log_path} is {role}: give the log a file of its own")
+    # The file system's answers, like those about --output (runs.refuse_to_overwrite),
+    # are runtime errors (exit 1); only the contradictions above are usage errors.
     if os.path.exists(log_path) and is_checkpoint_file(log_path):
-        raise BadOption("--log", f"{log_path} is a charrnn checkpoint: appending the log "
-                                 "would corrupt it")
+        raise RunError(f"--log {log_path} is a charrnn checkpoint: appending the log "
+                       "would corrupt it; choose another --log")
     directory = os.path.dirname(os.path.abspath(log_path))
     if not os.path.isdir(directory):
-        raise BadOption("--log", f"{log_path}: no such directory {directory}")
+        raise RunError(f"--log {log_path}: no such directory {directory}")
 
 
 def exit_on_signals() -> None:

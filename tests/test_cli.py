@@ -677,10 +677,12 @@ def test_an_empty_stop_string_is_a_usage_error(trained):
 
 
 # ---------------------------------------------------------------------------- --log
-@pytest.mark.parametrize("log_name, extra", [
-    ("out.ckpt", []), ("out.best.ckpt", []), ("base.ckpt", ["--init-from", "base.ckpt"]),
-    ("corpus.txt", []), ("other.ckpt", [])])
-def test_log_never_appends_to_a_checkpoint_or_the_corpus(trained, tmp_path, log_name, extra):
+@pytest.mark.parametrize("log_name, extra, code", [
+    ("out.ckpt", [], 2), ("out.best.ckpt", [], 2),
+    ("base.ckpt", ["--init-from", "base.ckpt"], 2), ("corpus.txt", [], 2),
+    ("other.ckpt", [], 1)])
+def test_log_never_appends_to_a_checkpoint_or_the_corpus(trained, tmp_path, log_name, extra,
+                                                         code):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(trained.text)
     for name in ("out.ckpt", "out.best.ckpt", "base.ckpt", "other.ckpt"):
@@ -689,13 +691,13 @@ def test_log_never_appends_to_a_checkpoint_or_the_corpus(trained, tmp_path, log_
     extra = [str(tmp_path / word) if word.endswith(".ckpt") else word for word in extra]
     result = run("train", corpus, "-o", tmp_path / "out.ckpt", "--force", *TINY, *extra,
                  "--log", tmp_path / log_name)
-    assert "--log" in assert_fails(result, code=2)
+    assert "--log" in assert_fails(result, code=code)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
 def test_log_in_a_missing_directory_fails_before_training(trained, tmp_path):
     result = train_tiny(trained.corpus, tmp_path / "m.ckpt", "--log", tmp_path / "no" / "x")
-    assert "no such directory" in assert_fails(result, code=2)
+    assert "no such directory" in assert_fails(result)
     assert not (tmp_path / "m.ckpt").exists()
 
 
