@@ -31,6 +31,7 @@ import os
 import re
 import reprlib
 import struct
+import sys
 import time
 import typing
 import zlib
@@ -246,12 +247,18 @@ def load_trained(path: str, dtype=np.float32):
         params = arrays.pop("params", None)
         if params is None or params.dtype.kind != "f":
             raise ValueError("no floating-point params array")
+        # Each layer holds more weights than it has units, so sizes past the params
+        # array are wrong, and are refused before counting the layers (10**12 of them
+        # would take hours and gigabytes).
+        if max(config.layers, config.hidden, config.embed, config.vocab_size) > params.size:
+            raise ValueError(f"the model's sizes do not fit its {params.size} parameters")
         model = Model(config, params, dtype=dtype)
         training = checked_training(header.get("training", {}))
     except (KeyError, ValueError, TypeError, OverflowError) as error:
         # ModelConfig and Vocab check their values; a failure they did not foresee is
-        # still this file's fault, and one line.
-        raise CheckpointError(f"{path} is inconsistent: {error}") from None
+        # still this file's fault, and one line (a short one: they quote the values).
+        message = str(error) if len(str(error)) <= 300 else f"{str(error)[:300]}..."
+        raise CheckpointError(f"{path} is inconsistent: {message}") from None
     return model, vocab, training, arrays
 
 
@@ -280,7 +287,7 @@ def checked_vocab(data) -> dict:
     check_record(data, {"chars": str, "counts": list, "has_unknown": bool}, "vocabulary",
                  ["chars", "counts"])
     counts = data["counts"]
-    if not all(_is_int(n) and n >= 0 for n in counts) or (counts and not sum(counts)):
+    if not all(_is_int(n) and 0 <= n < 2**63 for n in counts) or (counts and not sum(counts)):
         raise ValueError("vocabulary counts are not whole numbers >= 0 with a positive sum")
     return data
 
@@ -321,8 +328,9 @@ def _shown(value) -> str:
 
 
 def _holds(value, kind) -> bool:
-    if kind is float:  # an integer is a number too
-        return _is_int(value) or isinstance(value, float) and math.isfinite(value)
+    if kind is float:  # an integer is a number too, if a float can hold it
+        return _is_int(value) and abs(value) <= sys.float_info.max or \
+            isinstance(value, float) and math.isfinite(value)
     if kind is int:
         return _is_int(value)
     if kind is type(None):

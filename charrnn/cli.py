@@ -188,7 +188,7 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
     given = {name for name in (*flags, "max_vocab", "min_count")
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     request = RunRequest(corpus, output, resume, force, init_from, max_vocab, min_count,
-                         encoding, errors, time_limit, flags, given)
+                         encoding, errors, time_limit, flags, given, log_path)
     exit_on_signals()
     try:
         code = train_on_ranks(comm, request, quiet, log_path)
@@ -202,6 +202,8 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
                 raise click_error(error) from None
             raise
         # This rank alone: the others may be waiting for it in a collective.
+        if isinstance(error, SystemExit):  # a signal before training (exit_on_signals)
+            comm.abort(error.code if isinstance(error.code, int) else 1)
         click.echo(f"Error: rank {comm.rank}: {describe(error)}", err=True)
         comm.abort(1)
     if code:
@@ -234,8 +236,6 @@ def describe(error: BaseException) -> str:
 def train_on_ranks(comm, request, quiet: bool, log_path: str | None) -> int:
     """The train command on each rank (one with LocalComm); returns the exit code."""
     from .runs import prepare_run, run_training
-    if comm.rank == 0 and log_path:
-        check_log_path(log_path, request)
     stdin = sys.stdin.buffer if request.corpus == "-" else None
     trainer, notes = prepare_run(comm, request, stdin)
     reporter = None  # other ranks stay silent
@@ -258,26 +258,20 @@ def train_on_ranks(comm, request, quiet: bool, log_path: str | None) -> int:
     return 128 + trainer.stop_signal
 
 
-def check_log_path(log_path: str, request) -> None:
-    """Before anything is read: the log is appended to, so it must not be a file the
-    run reads or writes otherwise (appending JSON to a checkpoint would corrupt it),
-    and its directory must exist."""
-    from .checkpoint import is_checkpoint_file
-    from .runs import BadOption, RunError
-    from .train import best_path
-    others = {"the --output checkpoint": request.output, "--output's best checkpoint": best_path(request.output),
-              "the --init-from checkpoint": request.init_from, "the corpus": request.corpus}
-    for role, path in others.items():
-        if path and path != "-" and os.path.realpath(path) == os.path.realpath(log_path):
-            raise BadOption("--log", f"{log_path} is {role}: give the log a file of its own")
-    # The file system's answers, like those about --output (runs.refuse_to_overwrite),
-    # are runtime errors (exit 1); only the contradictions above are usage errors.
-    if os.path.exists(log_path) and is_checkpoint_file(log_path):
-        raise RunError(f"--log {log_path} is a charrnn checkpoint: appending the log "
-                       "would corrupt it; choose another --log")
-    directory = os.path.dirname(os.path.abspath(log_path))
-    if not os.path.isdir(directory):
-        raise RunError(f"--log {log_path}: no such directory {directory}")
+def handle_stop_signals(handler) -> dict:
+    """Point SIGINT and SIGTERM at handler, except a signal the process was started
+    to ignore (a script's background job, `trap '' INT`): Ctrl-C meant for the
+    foreground must not stop it. Returns the handlers replaced, to restore them."""
+    replaced = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            if previous is not signal.SIG_IGN:
+                signal.signal(sig, handler)
+                replaced[sig] = previous
+    except ValueError:  # not the main thread (e.g. some test runners)
+        pass
+    return replaced
 
 
 def exit_on_signals() -> None:
@@ -287,11 +281,7 @@ def exit_on_signals() -> None:
     SIGTERM kills at once."""
     def leave(signum, frame):
         sys.exit(128 + signum)
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, leave)
-    except ValueError:  # not the main thread (e.g. some test runners)
-        pass
+    handle_stop_signals(leave)
 
 
 class StopFlag:
@@ -312,12 +302,7 @@ class StopFlag:
 
         @contextlib.contextmanager
         def manager():
-            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                for sig in previous:
-                    signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. some test runners)
-                previous = {}
+            previous = handle_stop_signals(self._handle)
             try:
                 yield self
             finally:
@@ -331,7 +316,7 @@ class Reporter:
 
     def __init__(self, quiet: bool, log_path: str | None, interval: float = 5.0):
         self.quiet, self.interval = quiet, interval
-        self.live = sys.stderr.isatty()
+        self.live = sys.stderr is not None and sys.stderr.isatty()  # None: `2>&-`
         self.log_path, self.log = log_path, None
         if log_path:
             try:

@@ -249,18 +249,22 @@ class Corpus:
         self.ids_cached = cached is not None and largest_id(cached) < vocab.size
         if self.ids_cached:
             return cached
-        table = vocab.id_table(ord(max(self.counts)) + 1)
+        size = ord(max(self.counts)) + 1
+        table = vocab.id_table(size)
         table = np.maximum(table, 0).astype(dtype)  # -1 only where no character is
+        counted = np.zeros(size, bool)  # (max code point + 1,)
+        counted[[ord(ch) for ch in self.counts]] = True
 
         def write(handle):
             for codes in self.code_point_chunks():
-                try:
-                    handle.write(table[codes].tobytes())
-                except IndexError:  # a code point the counts lack: they are damaged
+                # A code point the counts lack means they are damaged (a cached file):
+                # its id would be another character's.
+                if codes.size and (codes.max() >= size or not counted[codes].all()):
                     with contextlib.suppress(OSError):
                         os.unlink(self._counts_path())
                     raise CorpusError(f"the cached counts of {self.name} were damaged "
-                                      "and are now removed: run again") from None
+                                      "and are now removed: run again")
+                handle.write(table[codes].tobytes())
         self._atomic_write(path, write)
         return IdFile(path, dtype)
 

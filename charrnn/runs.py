@@ -77,6 +77,7 @@ class RunRequest:
     time_limit: float | None  # seconds
     flags: dict  # ARCHITECTURE and TrainOptions values by name, defaults included
     given: set  # names of flags, max_vocab and min_count set by the user, not defaulted
+    log: str | None = None  # --log: appended to once per evaluation
 
 
 def prepare_run(comm, request: RunRequest, stdin):
@@ -181,6 +182,8 @@ def checked_base(request: RunRequest):
         raise RunUsageError("--resume continues --output itself and --init-from starts a "
                             "new run from another checkpoint: give one of them")
     refuse_to_overwrite(request.output, request.resume, request.force)
+    if request.log:
+        check_log(request)
     # A bad checkpoint fails before a big corpus is read.
     path = request.output if request.resume else request.init_from
     if path is None:
@@ -219,6 +222,28 @@ def refuse_to_overwrite(output: str, resume: bool, force: bool) -> None:
     if exists and not resume and not force:
         raise RunError(f"{output} already exists: add --resume to continue it or --force to "
                        "replace it")
+
+
+def check_log(request: RunRequest) -> None:
+    """The log is appended to: it must not be a file the run reads or writes otherwise
+    (JSON appended to a checkpoint would corrupt it), and its directory must exist."""
+    from .checkpoint import is_checkpoint_file
+    from .train import best_path
+    log = request.log
+    others = {"the --output checkpoint": request.output,
+              "--output's best checkpoint": best_path(request.output),
+              "the --init-from checkpoint": request.init_from, "the corpus": request.corpus}
+    for role, path in others.items():
+        if path and path != "-" and os.path.realpath(path) == os.path.realpath(log):
+            raise BadOption("--log", f"{log} is {role}: give the log a file of its own")
+    if os.path.isdir(log):
+        raise BadOption("--log", f"{log} is a directory")
+    if os.path.exists(log) and is_checkpoint_file(log):
+        raise RunError(f"--log {log} is a charrnn checkpoint: appending the log would "
+                       "corrupt it; choose another --log")
+    directory = os.path.dirname(os.path.abspath(log))
+    if not os.path.isdir(directory):
+        raise RunError(f"--log {log}: no such directory {directory}")
 
 
 def corpus_vocab(text, max_vocab: int | None, min_count: int, notes: list):

@@ -147,7 +147,8 @@ def read_text(path: str, encoding: str = "utf-8", errors: str = "strict",
         text = "".join(iter_text(handle, name, encoding, errors, options=options))
     if surrogate := SURROGATES.search(text):
         if errors == "strict":
-            raise lone_surrogate(name, encoding, surrogate.group(), options)
+            raise lone_surrogate(name, lookup_codec(encoding).name, surrogate.group(),
+                                 options)
         text = SURROGATES.sub(REPLACEMENT if errors == "replace" else "", text)
     if not text:
         raise empty_corpus(name)

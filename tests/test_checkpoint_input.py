@@ -92,6 +92,7 @@ MALFORMED = {
     "model a list": setting("model", []),
     "model hidden a string": setting("model", "hidden", "x"),
     "model hidden huge": setting("model", "hidden", 10**30),
+    "model layers huge": setting("model", "layers", 10**12),  # counting them would hang
     "model without cell": removing("model", "cell"),
     "vocab a list": setting("vocab", []),
     "vocab chars a list": setting("vocab", "chars", ["a"]),
@@ -99,6 +100,7 @@ MALFORMED = {
     "counts zero": counts_of(0),
     "counts negative": counts_of(-1),
     "counts fractional": counts_of(0.5),
+    "counts beyond 64 bits": counts_of(10**400),
     "training a list": setting("training", [1]),
     "options a list": setting("training", "options", [1]),
     "state a list": setting("training", "state", [1]),
@@ -112,6 +114,9 @@ MALFORMED = {
     "step true": setting("training", "state", "step", True),
     "best_val_bpc a string": setting("training", "state", "best_val_bpc", "x"),
     "last_val_bpc infinite": setting("training", "state", "last_val_bpc", float("inf")),
+    "best_val_bpc beyond a float": setting("training", "state", "best_val_bpc", 10**400),
+    "history val_bpc beyond a float": setting("training", "state", "history",
+                                              [{"step": 1, "val_bpc": 10**400}]),
     "train_seconds a string": setting("training", "state", "train_seconds", "x"),
     "train_seconds infinite": setting("training", "state", "train_seconds", float("inf")),
     "chars_seen a float": setting("training", "state", "chars_seen", 1.5),
@@ -127,6 +132,13 @@ def test_malformed_header_is_refused_in_one_line(trained, tmp_path, case, comman
                            if command != "info" else run(command, path))
     assert "edited.ckpt" in message
     assert path.read_bytes() == before
+
+
+def test_a_long_value_gives_a_short_message(trained, tmp_path):
+    path = edited_copy(trained, tmp_path, setting("model", "cell", "x" * 10_000))
+    with pytest.raises(CheckpointError, match="is inconsistent") as error:
+        load_trained(str(path))
+    assert len(str(error.value)) < 400
 
 
 def test_malformed_headers_raise_checkpoint_errors(trained, tmp_path):
@@ -197,6 +209,7 @@ NOT_RESUMABLE = {
     "adam_m of bytes": (setting("arrays", "adam_m", "dtype", "uint8"), "array adam_m is uint8"),
     "state_h too few streams": (shape_of("state_h", [1, 1, 16]), "array state_h"),
     "seq_len 0": (setting("training", "options", "seq_len", 0), "seq_len is 0, less than 1"),
+    "lr beyond a float": (setting("training", "options", "lr", 10**400), "lr is"),
     "batch_size 0": (setting("training", "options", "batch_size", 0), "batch_size is 0"),
     "lr a string": (setting("training", "options", "lr", "x"), "lr is 'x', not a finite"),
     "lr 0": (setting("training", "options", "lr", 0), "lr is 0, not positive"),

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.checkpoint import load_trained
-from charrnn.cli import cli, with_stops
+from charrnn.cli import cli, handle_stop_signals, with_stops
 from charrnn.sample import Sampler, score_line, score_text
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16",
@@ -779,3 +779,17 @@ def test_a_signal_while_stdin_is_spooled_exits_128_plus_it_and_removes_the_spool
     assert process.returncode == 128 + signum, stderr
     assert b"Traceback" not in stderr
     assert not any(p.name.startswith("spool-") for p in cache.iterdir())
+
+
+def test_a_signal_the_process_was_started_to_ignore_stays_ignored():
+    # A script's background job starts with SIGINT ignored: Ctrl-C in the terminal is
+    # for the foreground, and must not stop the training (nor reading its corpus).
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        replaced = handle_stop_signals(lambda signum, frame: None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert set(replaced) == {signal.SIGTERM}
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

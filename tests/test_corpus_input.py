@@ -64,19 +64,23 @@ def test_resume_on_a_damaged_id_cache_trains_on_the_text(tmp_path, tiny_text, mo
     assert record["state"]["step"] == 8 and np.isfinite(model.flat).all()
 
 
-def test_cached_counts_that_lack_a_character_are_one_error_and_removed(tmp_path, cache):
+@pytest.mark.parametrize("lost", ["z", "b"])  # above the largest counted, and below it
+@pytest.mark.parametrize("max_vocab", [0, 2])  # 2: the lost character would be unknown
+def test_cached_counts_that_lack_a_character_are_one_error_and_removed(tmp_path, cache,
+                                                                      lost, max_vocab):
     path = write_bytes(tmp_path, b"abcz" * 50)
     with Corpus(path, cache=cache) as corpus:
         counts_path = os.path.join(cache, f"{corpus.key}.counts.json")
-    with open(counts_path, "w") as handle:  # well formed, but "z" is gone
-        json.dump({"code_points": [97, 98, 99], "counts": [50, 50, 50]}, handle)
+    kept = [ord(ch) for ch in "abcz" if ch != lost]
+    with open(counts_path, "w") as handle:  # well formed, but one character is gone
+        json.dump({"code_points": kept, "counts": [50] * len(kept)}, handle)
     with Corpus(path, cache=cache) as damaged:
         with pytest.raises(CorpusError, match="damaged.*run again"):
-            damaged.ids(Vocab.from_counter(damaged.counts))
+            damaged.ids(Vocab.from_counter(damaged.counts, max_vocab))
     assert not os.path.exists(counts_path)
     assert not [name for name in os.listdir(cache) if ".tmp" in name]
     with Corpus(path, cache=cache) as again:
-        assert again.counts["z"] == 50
+        assert again.counts[lost] == 50
 
 
 # -- encodings -----------------------------------------------------------------------------

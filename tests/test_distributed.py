@@ -388,6 +388,11 @@ def test_a_setup_error_is_reported_once(corpus, tmp_path):
     result = charrnn(2, corpus, "-o", tmp_path / "n.ckpt", *SMALL, "--batch-size", "1")
     err = result.stderr.decode()
     assert result.returncode == 2 and err.count("Error:") == 1 and "2 ranks" in err
+    # --log is checked with the output, on rank 0 before the ranks part: no abort
+    result = charrnn(2, corpus, "-o", tmp_path / "n.ckpt", *SMALL, "--log", tmp_path / "n.ckpt")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("Error:") == 1 and "--log" in err
+    assert "Abort" not in err
 
 
 @pytest.mark.mpi
