@@ -189,7 +189,7 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     request = RunRequest(corpus, output, resume, force, init_from, max_vocab, min_count,
                          encoding, errors, time_limit, flags, given, log_path)
-    exit_on_signals()
+    replaced = exit_on_signals()
     try:
         code = train_on_ranks(comm, request, quiet, log_path)
     except AllRanks as agreed:  # every rank ends here together
@@ -206,6 +206,8 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
             comm.abort(error.code if isinstance(error.code, int) else 1)
         click.echo(f"Error: rank {comm.rank}: {describe(error)}", err=True)
         comm.abort(1)
+    finally:  # the caller's handlers again (a test runner's, in-process)
+        restore_signals(replaced)
     if code:
         sys.exit(code)
 
@@ -274,14 +276,19 @@ def handle_stop_signals(handler) -> dict:
     return replaced
 
 
-def exit_on_signals() -> None:
+def restore_signals(replaced: dict) -> None:
+    for sig, handler in replaced.items():
+        signal.signal(sig, handler)
+
+
+def exit_on_signals() -> dict:
     """Until training starts (and StopFlag takes over): SIGINT and SIGTERM end the run
     with 128 + the signal, as an exception, so what reading the corpus leaves (a spool
     of stdin, a half-written cache entry) is removed on the way out. Python's default
-    SIGTERM kills at once."""
+    SIGTERM kills at once. Returns the handlers replaced."""
     def leave(signum, frame):
         sys.exit(128 + signum)
-    handle_stop_signals(leave)
+    return handle_stop_signals(leave)
 
 
 class StopFlag:
@@ -306,8 +313,7 @@ class StopFlag:
             try:
                 yield self
             finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+                restore_signals(previous)
         return manager()
 
 

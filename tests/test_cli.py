@@ -793,3 +793,10 @@ def test_a_signal_the_process_was_started_to_ignore_stays_ignored():
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_train_in_process_leaves_the_callers_signal_handlers(trained, tmp_path):
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert train_tiny(trained.corpus, tmp_path / "m.ckpt").exit_code == 0
+    assert train_tiny(trained.corpus, tmp_path / "m.ckpt").exit_code == 1  # exists: refused
+    assert {sig: signal.getsignal(sig) for sig in before} == before
