@@ -239,8 +239,17 @@ def load_trained(path: str, dtype=np.float32):
     header, arrays = load_checkpoint(path)
     if header.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a charrnn checkpoint (format field missing)")
+    model_record = header.get("model")
+    if isinstance(model_record, dict):
+        unknown = sorted(set(model_record) - set(ModelConfig.__dataclass_fields__))
+        if unknown:  # a newer charrnn's architecture: the network would be another one
+            from . import __version__
+            raise CheckpointError(
+                f"{path} has a model with settings that charrnn {__version__} does not know "
+                f"({', '.join(map(reprlib.repr, unknown[:3]))}), as a newer charrnn "
+                "writes: use that version")
     try:
-        config = ModelConfig.from_dict(check_record(header.get("model"), ModelConfig, "model"))
+        config = ModelConfig.from_dict(check_record(model_record, ModelConfig, "model"))
         vocab = Vocab.from_dict(checked_vocab(header.get("vocab")))
         if vocab.size != config.vocab_size:
             raise ValueError("vocabulary size does not match the model")

@@ -166,7 +166,7 @@ def test_messages_say_what_is_wrong(trained, tmp_path, edit, says):
 
 def test_unknown_fields_outside_the_training_record_still_load(trained, tmp_path):
     """sample, score and info need nothing a newer charrnn might add to the training
-    record, so they ignore what they do not know, as ModelConfig.from_dict does."""
+    record, so they ignore what they do not know there (not in the model: below)."""
     def newer(header):
         header["training"]["options"]["new_option"] = 1
         header["training"]["state"]["new_counter"] = 2
@@ -175,6 +175,16 @@ def test_unknown_fields_outside_the_training_record_still_load(trained, tmp_path
     result = run("info", path)
     assert result.exit_code == 0 and "16 hidden" in result.stdout
     assert run("sample", path, "-n", "5", "--seed", "1", "--threads", "1").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["info", "sample", "score"])
+def test_a_model_setting_from_a_newer_charrnn_is_refused(trained, tmp_path, command):
+    # It may change the network (a norm, a new cell option): computing without it would
+    # give another model's text and scores.
+    path = edited_copy(trained, tmp_path, setting("model", "layer_norm", True))
+    message = assert_fails(run(command, path, "--threads", "1", input="The dog.")
+                           if command != "info" else run(command, path))
+    assert re.search(r"settings that charrnn .* does not know \('layer_norm'\)", message)
 
 
 # ----------------------------------------------------------------------------- resume
