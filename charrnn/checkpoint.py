@@ -240,14 +240,12 @@ def load_trained(path: str, dtype=np.float32):
     if header.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a charrnn checkpoint (format field missing)")
     model_record = header.get("model")
-    if isinstance(model_record, dict):
-        unknown = sorted(set(model_record) - set(ModelConfig.__dataclass_fields__))
-        if unknown:  # a newer charrnn's architecture: the network would be another one
-            from . import __version__
-            raise CheckpointError(
-                f"{path} has a model with settings that charrnn {__version__} does not know "
-                f"({', '.join(map(reprlib.repr, unknown[:3]))}), as a newer charrnn "
-                "writes: use that version")
+    if isinstance(model_record, dict) and (unknown := unknown_fields(model_record, ModelConfig)):
+        # a newer charrnn's architecture: the network would be another one
+        from . import __version__
+        raise CheckpointError(f"{path} has a model with settings that charrnn {__version__} "
+                              f"does not know ({unknown}), as a newer charrnn writes: use "
+                              "that version")
     try:
         config = ModelConfig.from_dict(check_record(model_record, ModelConfig, "model"))
         vocab = Vocab.from_dict(checked_vocab(header.get("vocab")))
@@ -299,6 +297,13 @@ def checked_vocab(data) -> dict:
     if not all(_is_int(n) and 0 <= n < 2**63 for n in counts) or (counts and not sum(counts)):
         raise ValueError("vocabulary counts are not whole numbers >= 0 with a positive sum")
     return data
+
+
+def unknown_fields(record: dict, kind) -> str:
+    """The fields of record that the dataclass kind lacks (what a newer charrnn added),
+    quoted for a message, at most three; '' if none."""
+    unknown = sorted(set(record) - {field.name for field in dataclasses.fields(kind)})
+    return ", ".join(map(reprlib.repr, unknown[:3]))
 
 
 def check_record(record, schema, what: str, required=()) -> dict:

@@ -367,7 +367,7 @@ def resumable_training(base, output: str):
     shapes the model and the stored batch give. Raises RunError."""
     import numpy as np
 
-    from .checkpoint import check_record
+    from .checkpoint import check_record, unknown_fields
     from .optim import SCHEDULES
     from .train import TrainOptions, TrainState
     model, _, record, arrays = base
@@ -376,15 +376,13 @@ def resumable_training(base, output: str):
         if part not in record:
             raise RunError(f"{output} holds no training {part} to resume: fine-tune from it "
                            f"with --init-from {output} instead")
-        unknown = sorted(set(record[part]) - {field.name for field in fields(kind)})
-        if unknown:
+        if unknown := unknown_fields(record[part], kind):
             # A newer charrnn's option or counter may change the run: continuing without
             # it would not be the run that was saved.
             from . import __version__
             raise RunError(f"{output} has training {part} that charrnn {__version__} does "
-                           f"not know ({', '.join(map(repr, unknown[:3]))}), as a newer "
-                           "charrnn writes: resume it with that version, or fine-tune from "
-                           f"it with --init-from {output}")
+                           f"not know ({unknown}), as a newer charrnn writes: resume it "
+                           f"with that version, or fine-tune from it with --init-from {output}")
     try:
         values = {part: check_record(record[part], kind, f"training {part}")
                   for part, kind in parts.items()}
