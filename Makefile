@@ -15,29 +15,35 @@ INSTALLED = $(VENV)/.installed
 BENCH_ENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo corpus shakespeare bench bench-corpus bench-quality \
-        install-mpi bench-mpi clean distclean
+.PHONY: help install test test-fast lint demo corpus shakespeare bench bench-corpus \
+        bench-quality install-mpi bench-mpi clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
 		$(MAKEFILE_LIST)
 
-install: $(INSTALLED) ## create the venv and pip install -e '.[test,mpi]' into it
+install: $(INSTALLED) ## create the venv and pip install -e '.[test,plot,mpi]' into it
 
 # Re-running venv on an existing directory repairs one left without pip. The mpi extra
 # (mpi4py, MPICH) lets the suite run its mpiexec tests; where it cannot install, charrnn
-# works without it and those tests are skipped.
+# works without it and those tests are skipped. The plot extra (matplotlib) lets it draw.
 $(INSTALLED): setup.cfg pyproject.toml
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e '.[test,mpi]' || { \
+	$(PY) -m pip install -e '.[test,plot,mpi]' || { \
 		echo "make: the mpi extra (mpi4py, mpich) did not install; going on without it:" \
 		     "the MPI tests will be skipped" >&2; \
-		$(PY) -m pip install -e '.[test]'; }
+		$(PY) -m pip install -e '.[test,plot]'; }
 	@touch $@
 
 test: install ## run the test suite
 	$(PY) -m pytest -q
+
+test-fast: install ## the tests not marked slow or mpi (about a minute on a warm cache)
+	$(PY) -m pytest -q -m "not slow and not mpi"
+
+lint: install ## ruff over the package and the tests (ruff.toml)
+	$(PY) -m ruff check charrnn tests data
 
 demo: install data/default.txt ## train 60 s on the default corpus, then sample
 	$(VENV)/bin/charrnn train data/default.txt -o demo.ckpt --force --time-limit 60 --val-chars 50000 --seed 1
@@ -54,20 +60,22 @@ data/default.txt:
 data/tinyshakespeare.txt:
 	$(BASE_PYTHON) data/get_tinyshakespeare.py --out $@
 
-bench: install ## time every model config (chars/s)
-	$(BENCH_ENV) $(VENV)/bin/charrnn bench --config all
+# Every benchmark is `python -m charrnn.bench.NAME` (charrnn/bench/); the speed one is
+# also the `charrnn bench` command.
+bench: install ## training and sampling chars/s of every config (charrnn.bench.speed)
+	$(BENCH_ENV) $(PY) -m charrnn.bench.speed --config all
 
-bench-corpus: install ## peak RSS training on 10 MB and 1 GB corpora; chars/s with 6,000 chars
-	$(BENCH_ENV) $(PY) -m charrnn.bench_corpus
+bench-corpus: install ## peak RSS on 10 MB and 1 GB corpora; chars/s with 6,000 chars (charrnn.bench.corpus)
+	$(BENCH_ENV) $(PY) -m charrnn.bench.corpus
 
-bench-quality: install ## model quality benchmark (charrnn.bench_quality)
-	$(BENCH_ENV) $(PY) -m charrnn.bench_quality
+bench-quality: install ## validation nats/char at fixed budgets vs PyTorch (charrnn.bench.quality)
+	$(BENCH_ENV) $(PY) -m charrnn.bench.quality
 
 install-mpi: install ## add mpi4py and an MPICH build to the venv (failing if they cannot)
 	$(PY) -m pip install -e '.[mpi]'
 
-bench-mpi: install ## chars/s: 1 process x 2 threads vs 2 MPI ranks x 1 thread
-	$(BENCH_ENV) $(PY) -m charrnn.bench_mpi
+bench-mpi: install ## chars/s: 1 process x 2 threads vs 2 MPI ranks x 1 thread (charrnn.bench.mpi)
+	$(BENCH_ENV) $(PY) -m charrnn.bench.mpi
 
 clean: ## remove build output, caches, checkpoints and derived corpora
 	rm -rf build dist *.egg-info .pytest_cache demo.ckpt demo.best.ckpt demo.ckpt.tmp* \

@@ -38,8 +38,7 @@ import zlib
 
 import numpy as np
 
-from . import CHECKPOINT_FORMAT_VERSION
-
+CHECKPOINT_FORMAT_VERSION = 1  # the layout's version, in every file's prefix
 STALE_TEMPORARY_SECONDS = 600  # a writer's temporary file older than this, writer gone
 
 MAGIC = b"\x89CHRNN\r\n"
@@ -233,7 +232,7 @@ def save_trained(path: str, model, vocab, training: dict, arrays: dict[str, np.n
 def load_trained(path: str, dtype=np.float32):
     """Load (model, vocab, training dict, arrays) from a checkpoint file. The training
     dict's documented fields are of their types (STATE_TYPES); resuming checks the rest
-    (runs.py)."""
+    (resume.py)."""
     from .model import Model, ModelConfig
     from .vocab import Vocab
     header, arrays = load_checkpoint(path)

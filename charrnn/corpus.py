@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import prune_unused
+from .runtime import prune_unused
 from .textfile import (CHUNK_BYTES, DECODING_OPTIONS, REPLACEMENT, SURROGATES, CorpusError,
                        empty_corpus, is_stream, iter_text, lone_surrogate, lookup_codec,
                        open_binary, refuse_binary)

@@ -16,7 +16,6 @@ a failure on one rank alone ends the job through abort().
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import numpy as np
@@ -25,9 +24,6 @@ import numpy as np
 # (SLURM_STEP_NUM_TASKS rather than SLURM_NTASKS, which a whole batch script sees.)
 _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
                    "SLURM_STEP_NUM_TASKS")
-# For tests only: "RANK:STEP" makes that rank raise once STEP steps are done,
-# "RANK:STEP:kill" makes it die by SIGKILL there, as a crashed or killed process would.
-FAULT_ENV = "CHARRNN_INJECT_FAULT"
 
 
 class LocalComm:
@@ -169,20 +165,3 @@ def bcast_checkpoint(comm, loaded):
     from .vocab import Vocab
     config, flat, vocab, record, arrays = plain
     return Model(ModelConfig.from_dict(config), flat), Vocab.from_dict(vocab), record, arrays
-
-
-class FaultPlan:
-    """Where a test asked this rank to fail (FAULT_ENV), if anywhere."""
-
-    def __init__(self, rank: int, spec: str | None = None):
-        spec = os.environ.get(FAULT_ENV, "") if spec is None else spec
-        parts = spec.split(":") if spec else []
-        self.step = int(parts[1]) if parts and int(parts[0]) == rank else None
-        self.kill = len(parts) > 2 and parts[2] == "kill"
-
-    def check(self, step: int) -> None:
-        if step != self.step:
-            return
-        if self.kill:
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"fault injected at step {step} ({FAULT_ENV})")

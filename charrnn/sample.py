@@ -1,6 +1,6 @@
-"""The sampling module: one-to-many generation from a prime, many-to-one scoring of a
-text (optionally adapting the model to the text as it reads, AdaptiveScorer), and beam
-search, all running the compiled one-token step of kernels/recurrent.
+"""The sampling module: one-to-many generation from a prime (sampled or by beam search),
+with the decoding options, the prime's handling and stop strings that `charrnn sample`
+and TrainedModel.generate share. Scoring a text is score.py's.
 
 Generation streams: text is produced in growing chunks by one compiled call each, so
 the first characters appear at once and long runs cost no Python per character.
@@ -15,12 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import parallel
-from .defaults import ADAPT_CLIP, ADAPT_DECAY, ADAPT_LR, ADAPT_SEGMENT
 from .kernels import CELL_CODES
-from .kernels.optim import pull_towards
 from .kernels.sampling import generate, score_tokens, step_logits, step_scratch
-from .model import Model, packed_panels, unit_columns
-from .optim import Adam, clip_by_global_norm
+from .model import packed_panels, unit_columns
 
 LN2 = math.log(2.0)
 # Generation splits each layer's units among threads from this width on (one stream
@@ -33,9 +30,7 @@ BATCHED_SCORE_CHARS = 512
 SCORE_CHUNK = 4096
 # Generation multiplies bfloat16 weights by default (precision "auto") once the float32
 # weights it reads per character exceed this: a fixed size, not this machine's caches,
-# so a checkpoint and seed give the same text everywhere. Measured here (2 threads,
-# 2 MB of L2 per core): 2x128 (0.8 MiB) 1.04x faster with bfloat16, 2x256 (3.1 MiB)
-# 1.28x, 3x256 (5.1 MiB) 2.5x, 2x384 (6.8 MiB) 3.0x, 2x512 (12 MiB) 2.0x.
+# so a checkpoint and seed give the same text everywhere (measured: docs/quality.md).
 BFLOAT16_FROM_BYTES = 4 << 20
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -229,100 +224,40 @@ class Sampler:
         return prefix + self.vocab.decode(beams[0][1])
 
 
-class AdaptiveScorer:
-    """Scores a text while the model learns from it (dynamic evaluation, Krause et al.
-    2018, "Dynamic Evaluation of Neural Sequence Models"): each segment of `segment`
-    characters is scored with the weights as they are, then the weights take one step
-    of RMS-normalised gradient descent (Adam without momentum) on that segment's loss
-    and decay by `decay` of the way back to the trained weights, which keeps a long
-    text from pulling the model far from what it learnt in training. Every character
-    is still predicted only from the characters before it, so the total is a proper
-    code length for the text; it is lower than the static score when the text has its
-    own names and habits (another play, another program) that the model can pick up as
-    it goes. The weights are a copy: the model given is not changed. The same text
-    scores the same at the same thread count; threads that split a layer sum its
-    gradients in another order, and the steps carry such differences forward.
-
-    Offers what score_text needs of a Sampler: vocab, zero_state and token_losses."""
-
-    def __init__(self, model, vocab, lr: float = ADAPT_LR, segment: int = ADAPT_SEGMENT,
-                 decay: float = ADAPT_DECAY):
-        if not (lr > 0 and segment >= 1 and 0 <= decay < 1):
-            raise ValueError("the adaptation rate must be > 0, the segment >= 1 and the "
-                             "decay in [0, 1)")
-        self.model = Model(model.config, model.flat.copy(), model.dtype)
-        self.trained = model.flat.copy()  # what the weights decay towards
-        self.vocab, self.config, self.dtype = vocab, model.config, model.dtype
-        self.lr, self.segment, self.decay = lr, segment, model.dtype.type(decay)
-        self.optimizer = Adam(model.flat.size, model.dtype, beta1=0.0)
-
-    zero_state = Sampler.zero_state
-
-    def token_losses(self, ids, h, c) -> np.ndarray:
-        """As Sampler.token_losses, adapting the weights after every segment."""
-        ids = np.asarray(ids, np.int64)
-        losses = np.empty(max(len(ids) - 1, 0), np.float64)
-        model = self.model
-        for begin in range(0, len(ids) - 1, self.segment):
-            end = min(begin + self.segment, len(ids) - 1)
-            # copies: the forward's cache keeps its initial state for the backward
-            _, losses[begin:end], h_end, c_end = model.forward(
-                ids[None, begin:end], ids[None, begin + 1:end + 1], h[:, None].copy(),
-                c[:, None].copy())
-            model.backward()
-            h[...], c[...] = h_end[:, 0], c_end[:, 0]
-            if math.isfinite(clip_by_global_norm(model.grad_flat, ADAPT_CLIP)):
-                self.optimizer.step(model.flat, model.grad_flat, self.lr)
-                if self.decay:
-                    pull_towards(model.flat, self.trained, self.decay)
-        return losses
+def encode_prime(vocab, prime: str):
+    """(ids, prime as the model reads it, the characters it never saw): unknown
+    characters are skipped, not mapped to the unknown symbol."""
+    ids, unknown = vocab.encode(prime, skip_unknown=True)
+    if not unknown.any():
+        return ids, prime, ""
+    missing = "".join(sorted({ch for ch, bad in zip(prime, unknown) if bad}))
+    return ids, vocab.decode(ids), missing
 
 
-def adapted_to(model, vocab, ids, lr: float = ADAPT_LR) -> Model:
-    """A copy of model after reading ids as `score --adapt` does, to generate in the
-    manner of a long prime (its names, spelling, layout)."""
-    scorer = AdaptiveScorer(model, vocab, lr)
-    scorer.token_losses(ids, *scorer.zero_state())
-    return scorer.model
+def sample_pieces(sampler: Sampler, prime_ids, prime: str, length: int, decoding: Decoding,
+                  rng: np.random.Generator, stops=(), beam: int | None = None):
+    """The text of one sample as it is made: the prime, then `length` characters (0:
+    endless), ended after the first stop string; or with beam, the most likely
+    continuation found by a beam of that width."""
+    if beam:
+        yield prime + sampler.beam_search(prime_ids, length, beam, rng)
+        return
+    if prime:
+        yield prime
+    yield from with_stops(sampler.stream(prime_ids, length, decoding, rng), stops)
 
 
-def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 1 << 20
-               ) -> dict:
-    """Bits per character of text under the model, the state carried through the whole
-    text. Characters outside the vocabulary are counted and skipped. The first character
-    has no context and is not scored.
-
-    The text is encoded chunk_chars at a time. A scorer that learns per segment
-    (AdaptiveScorer) is handed whole segments until the last, and the ids left over go
-    on to the next chunk: segments fall where they would in the text scored whole."""
-    vocab = sampler.vocab
-    segment = getattr(sampler, "segment", 1)
-    h, c = sampler.zero_state()
-    total, count, unknown = 0.0, 0, 0
-    pending = np.empty(0, np.int64)  # the last input id, and ids not yet scored
-    for begin in range(0, len(text), chunk_chars):
-        ids, unknown_mask = vocab.encode(text[begin:begin + chunk_chars], skip_unknown=True)
-        unknown += int(unknown_mask.sum())
-        ids = np.concatenate([pending, ids])
-        targets = len(ids) - 1
-        if begin + chunk_chars < len(text):
-            targets -= targets % segment
-        if targets > 0:
-            losses = sampler.token_losses(ids[:targets + 1], h, c)
-            total += float(losses.sum())
-            count += losses.size
-        pending = ids[max(targets, 0):]
-    nats = total / count if count else math.nan
-    return {"bits_per_char": nats / LN2, "nats_per_char": nats, "chars": count,
-            "unknown_chars": unknown}
-
-
-def score_line(sampler: Sampler, line: str) -> float:
-    """Bits per character of one line from a fresh state. When the vocabulary has a
-    newline, the line is scored as it stands in a corpus: predicted from a newline, and
-    its own closing newline predicted too (so an empty line still gets a score)."""
-    newline = "\n" if "\n" in sampler.vocab.chars else ""
-    ids, _ = sampler.vocab.encode(newline + line + newline, skip_unknown=True)
-    h, c = sampler.zero_state()
-    losses = sampler.token_losses(ids, h, c)
-    return float(losses.mean()) / LN2 if losses.size else math.nan
+def with_stops(pieces, stops):
+    """Pass text through until the first occurrence of any stop string, which is kept."""
+    if not stops:
+        yield from pieces
+        return
+    tail, keep = "", max(len(s) for s in stops) - 1
+    for piece in pieces:
+        window = tail + piece
+        ends = [window.find(s) + len(s) for s in stops if s in window]
+        if ends:
+            yield window[len(tail):min(ends)] if min(ends) > len(tail) else ""
+            return
+        yield piece
+        tail = window[-keep:] if keep else ""

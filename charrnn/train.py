@@ -29,7 +29,7 @@ import numpy as np
 
 from .checkpoint import save_trained
 from .corpus import BatchStream
-from .distributed import FaultPlan, LocalComm, rank_rows
+from .distributed import LocalComm, rank_rows
 from .model import Model
 from .optim import Adam, clip_by_global_norm, learning_rate
 
@@ -139,7 +139,6 @@ class Trainer:
         self.stream.cursor = self.state.cursor
         self.stop_signal = 0  # the signal that ended run() with "interrupted", if any
         self.elapsed = 0.0  # seconds of this run by rank 0's clock, the same on every rank
-        self._fault = FaultPlan(self.comm.rank)
         self._snapshot = None
         self._rollbacks_in_row = 0  # rollbacks since training last got past a failure
         self._failed_at = -1  # step count at the last non-finite loss
@@ -220,7 +219,6 @@ class Trainer:
     def train_step(self) -> tuple[float, float]:
         """One update. Returns (loss in nats, gradient norm); non-finite values mean the
         update was not applied."""
-        self._fault.check(self.state.step)
         x, y, wrapped = self.stream.next_batch()
         if wrapped:  # a new pass over the text: the carried state belongs elsewhere
             self.h[...] = 0.0

@@ -8,22 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import kernel_cache_name
-from charrnn.compile_note import SILENCE_VARIABLE
+# Claimed before charrnn is imported: importing it keys the kernel cache
+# (charrnn.runtime.key_kernel_cache) unless NUMBA_CACHE_DIR is set. An explicit setting wins.
+PLACEHOLDER = "charrnn-test-numba-cache-pending"
+os.environ.setdefault("NUMBA_CACHE_DIR", PLACEHOLDER)
+
+from charrnn.compile_note import SILENCE_VARIABLE  # noqa: E402
+from charrnn.runtime import kernel_cache_name  # noqa: E402
 
 KERNELS = Path(__file__).resolve().parent.parent / "charrnn" / "kernels"
 
 
 def numba_cache_dir() -> Path:
-    """A cache directory named after the kernels' source (charrnn.kernel_cache_name; see
-    charrnn.key_kernel_cache for why), in the temp dir: the suite never shares a cache
-    with the checkout's own runs."""
+    """A cache directory named after the kernels' source (see
+    charrnn.runtime.key_kernel_cache for why), in the temp dir: the suite never shares a
+    cache with the checkout's own runs."""
     return Path(tempfile.gettempdir()) / "charrnn-test-numba-cache" / kernel_cache_name(KERNELS)
 
 
-# Must run before numba is first imported (numba reads it at import); this conftest is
-# loaded before any test module imports charrnn. An explicit setting wins.
-if KERNELS.is_dir() and "NUMBA_CACHE_DIR" not in os.environ:
+# Must be final before numba is first imported (numba reads it at import); this conftest
+# is loaded before any test module imports numba.
+if os.environ["NUMBA_CACHE_DIR"] == PLACEHOLDER:
     os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
 
 # No "compiling kernels" note in the tests' stderr (inherited by subprocesses): which test

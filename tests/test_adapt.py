@@ -1,4 +1,4 @@
-"""`score --adapt` (sample.AdaptiveScorer): dynamic evaluation, the model learning from a
+"""`score --adapt` (score.AdaptiveScorer): dynamic evaluation, the model learning from a
 text as it scores it; and `sample --adapt`, which generates after learning the prime so.
 
 What must hold: each character is scored before the model learns from it (a prefix of
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from charrnn.model import Model, ModelConfig
-from charrnn import bench_quality
+from charrnn.bench import quality as bench_quality
 from charrnn.checkpoint import load_trained
-from charrnn.sample import AdaptiveScorer, Decoding, Sampler, adapted_to, score_text
+from charrnn.sample import Decoding, Sampler
+from charrnn.score import AdaptiveScorer, adapted_to, score_text
 from charrnn.vocab import Vocab
 
 from test_cli import assert_fails, run
@@ -103,9 +104,9 @@ def test_chunks_of_a_long_text_do_not_move_the_segments(toy):
 
 
 def test_a_segment_whose_gradient_is_not_finite_is_not_learnt_from(toy, monkeypatch):
-    from charrnn import sample
+    from charrnn import score
     model, vocab = toy
-    monkeypatch.setattr(sample, "clip_by_global_norm", lambda grads, norm: float("nan"))
+    monkeypatch.setattr(score, "clip_by_global_norm", lambda grads, norm: float("nan"))
     losses, scorer, _ = adaptive_losses(model, vocab, "abcdefgh abcdefgh")
     np.testing.assert_array_equal(scorer.model.flat, model.flat)
     assert scorer.optimizer.updates == 0 and np.isfinite(losses).all()

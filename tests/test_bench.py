@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import bench
+from charrnn.bench import speed as bench
 from charrnn.cli import cli
 
 

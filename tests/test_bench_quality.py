@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from charrnn import BLAS_THREAD_VARIABLES, bench_quality
+from charrnn.bench import quality as bench_quality
+from charrnn.runtime import BLAS_THREAD_VARIABLES
 
 
 @pytest.fixture(autouse=True)

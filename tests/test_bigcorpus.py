@@ -16,7 +16,7 @@ import pytest
 from test_cli import assert_fails, run
 
 import charrnn.corpus
-import charrnn.runs
+import charrnn.training_run
 import charrnn.textfile
 import charrnn.train
 from charrnn.checkpoint import load_trained

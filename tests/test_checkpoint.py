@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 
-from charrnn import CHECKPOINT_FORMAT_VERSION
+from charrnn.checkpoint import CHECKPOINT_FORMAT_VERSION
 from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import (CheckpointError, decode_checkpoint, encode_checkpoint,
                                 is_checkpoint_file, load_checkpoint, load_trained,

@@ -14,7 +14,7 @@ import pytest
 
 from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import CheckpointError, load_trained
-from charrnn.runs import RunError, refuse_to_overwrite
+from charrnn.training_run import RunError, refuse_to_overwrite
 from test_checkpoint import reencode
 from test_cli import TINY, assert_fails, english_text, run, tiny_model
 

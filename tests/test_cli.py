@@ -23,8 +23,11 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.checkpoint import load_trained
-from charrnn.cli import cli, handle_stop_signals, with_stops
-from charrnn.sample import Sampler, score_line, score_text
+from charrnn.cli import cli
+from charrnn.sample import with_stops
+from charrnn.signals import handle_stop_signals
+from charrnn.sample import Sampler
+from charrnn.score import score_line, score_text
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16",
         "--batch-size", "4", "--steps", "30", "--threads", "1", "--seed", "1"]

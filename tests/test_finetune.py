@@ -12,7 +12,7 @@ import pytest
 from test_checkpoint import CreatesMarker, reencode
 from test_cli import assert_fails, run
 
-from charrnn import CHECKPOINT_FORMAT_VERSION
+from charrnn.checkpoint import CHECKPOINT_FORMAT_VERSION
 from charrnn.checkpoint import load_trained
 from charrnn.finetune import shared_ids, transfer_by_character
 from charrnn.model import CELLS, Model, ModelConfig

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import charrnn
-from charrnn import (KERNEL_CACHE_KEEP_DAYS, kernel_cache_name, key_kernel_cache,
+from charrnn.runtime import (KERNEL_CACHE_KEEP_DAYS, kernel_cache_name, key_kernel_cache,
                      prune_kernel_caches)
 
 KERNELS = Path(charrnn.__file__).resolve().parent / "kernels"

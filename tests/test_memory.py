@@ -1,4 +1,4 @@
-"""charrnn.keep_freed_memory: freed step arrays stay in the process for the next step
+"""charrnn.runtime.keep_freed_memory: freed step arrays stay in the process for the next step
 instead of being faulted in again."""
 
 import os
@@ -14,8 +14,8 @@ import pytest
 ROUNDS = """
 import resource, sys
 import numpy as np
-import charrnn
-print(charrnn.keep_freed_memory())
+import charrnn.runtime
+print(charrnn.runtime.keep_freed_memory())
 for round in range(5):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     arrays = [np.ones(3 << 18, np.float32) for _ in range(14)]

@@ -1,4 +1,4 @@
-"""runs.py without click: which checks refuse a run and with which error type, and how a
+"""training_run.py without click: which checks refuse a run and with which error type, and how a
 failure on one rank reaches every rank (a fake two-rank communicator, the failure
 pickled as mpi4py would send it). The CLI side of the same paths is in test_cli.py and
 test_distributed.py."""
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from charrnn.cli import click_error
-from charrnn.runs import (AllRanks, BadOption, RunError, RunRequest, RunUsageError,
+from charrnn.cli.train import click_error
+from charrnn.training_run import (AllRanks, BadOption, RunError, RunRequest, RunUsageError,
                           architecture_conflicts, checked_base, refuse_to_overwrite, settle)
 
 

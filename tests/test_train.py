@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import charrnn.cli
+import charrnn.signals
 import charrnn.train
 from charrnn.checkpoint import load_trained
 from charrnn.cli import cli
@@ -134,7 +134,7 @@ def test_resume_after_an_interrupt_keeps_the_schedule(corpus, tmp_path, monkeypa
         return self.signum
 
     with monkeypatch.context() as patch:
-        patch.setattr(charrnn.cli.StopFlag, "__call__", stop_after_17)
+        patch.setattr(charrnn.signals.StopFlag, "__call__", stop_after_17)
         result = train(corpus, tmp_path / "cut.ckpt", *args)
     assert result.exit_code == 128 + signal.SIGTERM
     assert "--resume" in result.stderr.strip().splitlines()[-1]

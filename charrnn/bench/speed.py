@@ -5,7 +5,7 @@ Each measurement burns in (compiles, warms caches) before it times, then runs wh
 steps for a fixed wall-clock budget. Ratios between charrnn and PyTorch measured in the
 same run are the figures to quote: this machine is shared and noisy.
 
-The extras (`charrnn bench --extras`) measure issue 7's other targets, each printed
+The extras (`charrnn bench --extras`) measure the other speed targets, each printed
 beside its target and never asserted: start-up of `charrnn sample CKPT -n 1` on a warm
 cache, peak RSS training config M (charrnn and PyTorch, each in a fresh process), and
 training chars/s at config L on 1 and 2 threads.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BLAS_THREAD_VARIABLES
+from ..runtime import BLAS_THREAD_VARIABLES
 
 # name: (layers, hidden, batch N, seq T); all LSTM, embedding 64, vocabulary 65, Adam, clip 5
 CONFIGS = {
@@ -36,7 +36,7 @@ CONFIGS = {
 VOCAB = 65
 EMBED = 64
 
-# The extras: which config each one measures, and issue 7's targets (printed, not asserted).
+# The extras: which config each one measures, and its target (printed, not asserted).
 STARTUP_CONFIG, RSS_CONFIG, SCALING_CONFIG = "M", "M", "L"
 STARTUP_RUNS = 5  # launches timed after one warm-up; the median is reported
 STARTUP_TARGET_S = 1.0  # warm cache: the first character within 1 s of launch
@@ -71,8 +71,8 @@ def timed(step, seconds: float, burn_in: int = 3) -> tuple[float, int]:
 
 def bench_model(layers, hidden):
     """(model, vocab): the benchmark's LSTM, freshly initialised, on VOCAB characters."""
-    from .model import Model, ModelConfig
-    from .vocab import Vocab
+    from ..model import Model, ModelConfig
+    from ..vocab import Vocab
 
     vocab = Vocab(tuple(chr(33 + k) for k in range(VOCAB)), (1,) * VOCAB)
     model = Model(ModelConfig("lstm", VOCAB, hidden, layers, EMBED))
@@ -81,7 +81,7 @@ def bench_model(layers, hidden):
 
 
 def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
-    from .train import Trainer, TrainOptions
+    from ..train import Trainer, TrainOptions
 
     ids = np.random.default_rng(1).integers(0, VOCAB, 400_000).astype(np.uint8)
     model, vocab = bench_model(layers, hidden)
@@ -93,7 +93,7 @@ def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
 
 
 def charrnn_sample(layers, hidden, seconds, precision="auto") -> float:
-    from .sample import Decoding, Sampler
+    from ..sample import Decoding, Sampler
 
     rng = np.random.default_rng(0)
     model, vocab = bench_model(layers, hidden)
@@ -159,14 +159,14 @@ def torch_model(torch, layers, hidden):
 
 
 def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
-    from .parallel import thread_count
+    from ..parallel import thread_count
     layers, hidden, batch, seq = CONFIGS[name]
     row = {"config": name, "layers": layers, "hidden": hidden, "batch": batch, "seq": seq,
            "dtype": "float32", "threads": thread_count(), "blas": blas_description(),
            "train_chars_per_s": charrnn_train(layers, hidden, batch, seq, seconds)}
     if batch > 1:
         # the default precision's figure, and both precisions' for comparison
-        from .sample import generates_in_bfloat16
+        from ..sample import generates_in_bfloat16
         model, _ = bench_model(layers, hidden)
         row["sample_precision"] = "bfloat16" if generates_in_bfloat16(model) else "float32"
         for precision in ("float32", "bfloat16"):
@@ -195,9 +195,10 @@ def torch_env() -> dict:
 
 
 def in_child(args: list, env: dict | None = None) -> dict:
-    """Run `python -m charrnn.bench ARGS` (see child_main); its JSON, or {"error": the
+    """Run `python -m charrnn.bench.speed --child ARGS` (see child_main); its JSON, or {"error": the
     last line it wrote to stderr}."""
-    child = subprocess.run([sys.executable, "-m", "charrnn.bench", *map(str, args)],
+    child = subprocess.run([sys.executable, "-m", "charrnn.bench.speed", "--child",
+                            *map(str, args)],
                            capture_output=True, text=True, env=env)
     if child.returncode != 0:
         return {"error": (child.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -244,7 +245,7 @@ def train_peak_rss(peer: str, shape: tuple, seconds: float, threads: int) -> dic
         torch.set_num_threads(threads)
         rate = torch_train(layers, hidden, batch, seq, seconds)
     else:
-        from .parallel import set_thread_count
+        from ..parallel import set_thread_count
         set_thread_count(threads)
         rate = charrnn_train(layers, hidden, batch, seq, seconds)
     return {"train_chars_per_s": rate, "peak_rss_mb": peak_rss_mb()}
@@ -260,7 +261,7 @@ def startup_row() -> dict:
     """Launch to first character of `charrnn sample CKPT -n 1` (CKPT: a model of config
     STARTUP_CONFIG) in a child process, as a user runs it; medians of STARTUP_RUNS
     launches after one that warms the caches (Numba's, the OS's)."""
-    from .checkpoint import save_trained
+    from ..checkpoint import save_trained
     layers, hidden, _, _ = CONFIGS[STARTUP_CONFIG]
     model, vocab = bench_model(layers, hidden)
     first, done = [], []
@@ -309,7 +310,7 @@ def peak_rss_row(seconds: float, threads: int, with_torch: bool = True) -> dict:
 
 def thread_scaling_row(seconds: float) -> dict:
     """Training chars/s of config SCALING_CONFIG on 1 thread and on 2, in this process."""
-    from .parallel import set_thread_count, thread_count
+    from ..parallel import set_thread_count, thread_count
     previous, rates = thread_count(), {}
     try:
         for threads in (1, 2):
@@ -325,7 +326,7 @@ def thread_scaling_row(seconds: float) -> dict:
 def bench_rows(names: list[str], seconds: float, with_torch: bool = True,
                extras: bool = False):
     """The rows `charrnn bench` prints, each yielded as soon as it is measured."""
-    from .parallel import thread_count
+    from ..parallel import thread_count
     for name in names:
         yield run_config(name, seconds, with_torch)
     if extras:
@@ -393,4 +394,8 @@ def child_main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(child_main(sys.argv[1:])))
+    if sys.argv[1:2] == ["--child"]:
+        print(json.dumps(child_main(sys.argv[2:])))
+    else:  # the benchmark itself, with the options and set-up of `charrnn bench`
+        from charrnn.cli import main
+        main(["bench", *sys.argv[1:]])

@@ -1,10 +1,10 @@
 """Quality benchmark: validation bits/char of `charrnn train` with its defaults at fixed
 wall-clock budgets, side by side with a PyTorch LSTM trained for the same time.
 
-    python -m charrnn.bench_quality                  # or: make bench-quality
-    python -m charrnn.bench_quality --budgets 20 --torch-budgets 20 --json
+    python -m charrnn.bench.quality                  # or: make bench-quality
+    python -m charrnn.bench.quality --budgets 20 --torch-budgets 20 --json
 
-The recipe is issue 8's: tiny shakespeare (../shared/data/tinyshakespeare.txt beside the
+The recipe: tiny shakespeare (../shared/data/tinyshakespeare.txt beside the
 repository, else data/tinyshakespeare.txt from `make shakespeare`, else --corpus), the
 first 90% of its characters to train on and the last 10% to score, with the state
 carried through the whole validation text. For each budget, `charrnn train train.txt
@@ -13,12 +13,11 @@ measured), then `charrnn score` (static, and with --adapt), `charrnn info` and `
 sample` read the checkpoint. Every step is the console script in a child process, as a
 user would run it.
 
-The PyTorch peer (when torch is importable; never a dependency) is the recipe the issue
-quotes: a 2 x 256 LSTM, embedding 64, batch 32 x 64 with the state carried across
-batches (truncated BPTT, reset when the streams wrap), Adam 2e-3, gradient norm clipped
+The PyTorch peer (when torch is importable; never a dependency) is a standard recipe:
+a 2 x 256 LSTM, embedding 64, batch 32 x 64 with the state carried across batches (truncated BPTT, reset when the streams wrap), Adam 2e-3, gradient norm clipped
 to 5, PyTorch's default initialisation, seed 0; it is scored statically and then
 adapting as `score --adapt` does (the same segments, optimizer, clip and decay), at its
-best of three rates (PEER_ADAPT_LRS). It runs in its own process, as charrnn.bench's
+best of three rates (PEER_ADAPT_LRS). It runs in its own process, as charrnn.bench.speed's
 peer does, so its OpenMP pool never spins against charrnn's threads; it gets the same
 thread count. Both clocks start when the training loop does, so neither counts start-up;
 charrnn's includes its periodic validation passes, the peer has none.
@@ -37,8 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import BLAS_THREAD_VARIABLES, one_blas_thread
-from .defaults import ADAPT_CLIP, ADAPT_DECAY, ADAPT_LR, ADAPT_SEGMENT
+from ..runtime import BLAS_THREAD_VARIABLES, one_blas_thread
+from ..defaults import ADAPT_CLIP, ADAPT_DECAY, ADAPT_LR, ADAPT_SEGMENT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_FRACTION = 0.9
@@ -145,7 +144,7 @@ def run_charrnn(budget: float, train: Path, val: Path, directory: Path) -> dict:
 def torch_peer(budget: float, train: Path, val: Path, threads: int) -> dict:
     """Train and score the PyTorch peer in a child process (see the module docstring)."""
     env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
-    child = subprocess.run([sys.executable, "-m", "charrnn.bench_quality", "--torch-worker",
+    child = subprocess.run([sys.executable, "-m", "charrnn.bench.quality", "--torch-worker",
                             str(train), str(val), "--budgets", f"{budget:g}", "--threads",
                             str(threads)], capture_output=True, text=True, env=env,
                            stdin=subprocess.DEVNULL)
@@ -322,8 +321,8 @@ def main(argv=None) -> int:
         return 0
     # As `charrnn` sets them in its children, so the BLAS reported is the one they run.
     one_blas_thread()
-    from .bench import blas_description
-    from .parallel import thread_count
+    from .speed import blas_description
+    from ..parallel import thread_count
     threads, blas = thread_count(), blas_description()
     with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     try:

@@ -1,8 +1,8 @@
 """Big-corpus benchmark: peak memory of `charrnn train` on a 10 MB and a 1 GB generated
 corpus, and training speed on a corpus of ~6,000 distinct (CJK) characters.
 
-    python -m charrnn.bench_corpus                   # or: make bench-corpus
-    python -m charrnn.bench_corpus --sizes 10M --seconds 3 --dir /var/tmp
+    python -m charrnn.bench.corpus                   # or: make bench-corpus
+    python -m charrnn.bench.corpus --sizes 10M --seconds 3 --dir /var/tmp
 
 Memory: each corpus is trained on twice in a child process (`charrnn train`, a small
 model, a few steps): first with an empty id cache, then with it filled. The peak RSS
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from . import one_blas_thread
+from ..runtime import one_blas_thread
 
 WORDS = ("the of and to in a is that it was for on with as his he be at by had not are but "
          "from or have an they which one you were her all she there would their we him "
@@ -110,7 +110,7 @@ from charrnn.cli import main
 try:
     main()
 finally:
-    from charrnn.bench import peak_rss_mb
+    from charrnn.bench.speed import peak_rss_mb
     sys.stderr.write(f"peak-rss-mb {peak_rss_mb()!r}\\n")
 """
 
@@ -154,12 +154,12 @@ def speed_row(corpus: str, cache: str, seconds: float) -> dict:
     """Training and sampling chars/s of the default model on corpus, in this process."""
     import numpy as np
 
-    from .bench import timed
-    from .corpus import Corpus, split_ids
-    from .model import Model, ModelConfig
-    from .sample import Decoding, Sampler
-    from .train import Trainer, TrainOptions
-    from .vocab import Vocab
+    from .speed import timed
+    from ..corpus import Corpus, split_ids
+    from ..model import Model, ModelConfig
+    from ..sample import Decoding, Sampler
+    from ..train import Trainer, TrainOptions
+    from ..vocab import Vocab
 
     with Corpus(corpus, cache=cache) as text:
         vocab = Vocab.from_counter(text.counts)
@@ -191,8 +191,8 @@ def output_layer_row(vocab_size: int, seconds: float) -> dict:
     softmax cross-entropy with its gradient (kernels.output.softmax_xent)."""
     import numpy as np
 
-    from .bench import timed
-    from .kernels.output import softmax_xent
+    from .speed import timed
+    from ..kernels.output import softmax_xent
     M, H = SPEED_BATCH[0] * SPEED_BATCH[1], SPEED_MODEL["hidden"]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((M, H), dtype=np.float32)  # (M, H) top-layer outputs
@@ -255,7 +255,7 @@ def report(result: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m charrnn.bench_corpus",
+    parser = argparse.ArgumentParser(prog="python -m charrnn.bench.corpus",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10M,1G",
                         help="generated corpus sizes for the memory runs [10M,1G]")
@@ -269,8 +269,8 @@ def main(argv=None) -> None:
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
     # As the CLI does: one BLAS thread (see cli.main); the child runs inherit it.
     one_blas_thread()
-    from .bench import blas_description
-    from .parallel import thread_count
+    from .speed import blas_description
+    from ..parallel import thread_count
     work = tempfile.mkdtemp(prefix="charrnn-bench-corpus-", dir=args.dir)
     try:
         result = {"threads": thread_count(), "blas": blas_description(),

@@ -1,10 +1,10 @@
 """Data-parallel benchmark: training chars/s of one process with T threads against
 K MPI ranks with T/K threads each, on the same cores and the same global batch.
 
-    python -m charrnn.bench_mpi                       # or: make bench-mpi
-    python -m charrnn.bench_mpi --runs 1x2,2x1,2x2 --seconds 10 --repeats 3
+    python -m charrnn.bench.mpi                       # or: make bench-mpi
+    python -m charrnn.bench.mpi --runs 1x2,2x1,2x2 --seconds 10 --repeats 3
 
-Each run is a child process (`mpiexec -n K python -m charrnn.bench_mpi --worker` for
+Each run is a child process (`mpiexec -n K python -m charrnn.bench.mpi --worker` for
 K > 1): the default model (LSTM 2x256, embedding 64, vocabulary 65, batch 32 x 64, as
 `charrnn train` defaults) trains on random ids. Every rank burns in (compiles, warms
 caches), rank 0 turns the time budget into a step count that all ranks run (a rank
@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from . import BLAS_THREAD_VARIABLES
+from ..runtime import BLAS_THREAD_VARIABLES
 
 VOCAB = 65
 MODEL = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64}  # train's defaults
@@ -39,11 +39,11 @@ BURN_IN = 3
 
 def worker(threads: int, seconds: float) -> None:
     """One rank of a run: prints one JSON line (rank 0) with the run's chars/s."""
-    from . import parallel
-    from .distributed import communicator
-    from .model import Model, ModelConfig
-    from .train import Trainer, TrainOptions
-    from .vocab import Vocab
+    from .. import parallel
+    from ..distributed import communicator
+    from ..model import Model, ModelConfig
+    from ..train import Trainer, TrainOptions
+    from ..vocab import Vocab
 
     parallel.set_thread_count(threads)
     comm = communicator()
@@ -73,7 +73,7 @@ def worker(threads: int, seconds: float) -> None:
 
 
 def run(ranks: int, threads: int, seconds: float) -> dict:
-    command = [sys.executable, "-m", "charrnn.bench_mpi", "--worker", "--threads",
+    command = [sys.executable, "-m", "charrnn.bench.mpi", "--worker", "--threads",
                str(threads), "--seconds", str(seconds)]
     if ranks > 1:
         mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     if args.worker:
         worker(args.threads, args.seconds)
         return
-    from .bench import blas_description
+    from .speed import blas_description
     N, T = BATCH
     print(f"model: {MODEL['cell']} {MODEL['layers']}x{MODEL['hidden']}, embedding "
           f"{MODEL['embed']}, vocabulary {VOCAB}, global batch {N}x{T}, float32; "

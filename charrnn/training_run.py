@@ -1,5 +1,6 @@
-"""A training run as `charrnn train` asks for it: new, resumed exactly, or fine-tuned from
-another checkpoint, on one process or on every rank of an MPI job (distributed.py).
+"""A training run as `charrnn train` (and charrnn.train) asks for it: new, resumed exactly
+(the checks are resume.py's), or fine-tuned from another checkpoint, on one process or on
+every rank of an MPI job (distributed.py).
 
 Plain functions of plain values (RunRequest): nothing here knows click, stdout or exit
 codes. A run that cannot start says why in a RunError (the CLI exits 1) or, when the
@@ -15,12 +16,55 @@ comm.abort, which the CLI does.
 from __future__ import annotations
 
 import os
+import re
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from . import defaults
 
 ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
+
+# The train command's defaults, for the command line and the Python API alike: the
+# architecture, then train.TrainOptions' fields. None: chosen for the run (defaults.py).
+TRAIN_DEFAULTS = {
+    "cell": "lstm", "layers": 2, "hidden": None, "embed": 64, "dropout": None,
+    "seq_len": 64, "batch_size": 32, "lr": None, "lr_schedule": "auto", "warmup": 50,
+    "clip": 5.0, "steps": None, "eval_every": 200, "save_every": 500,
+    "val_fraction": None, "val_chars": 0, "patience": 0, "seed": 0,
+}
+
+
+# What a value of each option must be beyond its type (the train command's ranges), for
+# callers that do not go through click: the Python API.
+CHOICES = {"cell": ("lstm", "gru", "rnn"), "lr_schedule": ("auto", "constant", "cosine", "step")}
+RANGES = {"layers": (1, 16), "hidden": (1, 8192), "embed": (0, 4096), "dropout": (0, 1),
+          "seq_len": (1, None), "batch_size": (1, None), "lr": (0, None), "warmup": (0, None),
+          "clip": (0, None), "steps": (1, None), "eval_every": (0, None),
+          "save_every": (0, None), "val_fraction": (0, 0.9), "val_chars": (0, None),
+          "patience": (0, None), "seed": (0, None)}
+WHOLE = {"layers", "hidden", "embed", "seq_len", "batch_size", "warmup", "steps",
+         "eval_every", "save_every", "val_chars", "patience", "seed"}
+
+
+def check_flags(flags: dict) -> None:
+    """Raise BadOption for a value outside what the train command accepts (None means
+    the default, chosen for the run)."""
+    for name, value in flags.items():
+        option = "--" + name.replace("_", "-")
+        if value is None or name not in RANGES and name not in CHOICES:
+            continue
+        if name in CHOICES:
+            if value not in CHOICES[name]:
+                raise BadOption(option, f"{value!r} is not one of {', '.join(CHOICES[name])}")
+            continue
+        low, high = RANGES[name]
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if name in WHOLE and not whole or not (whole or isinstance(value, float)):
+            raise BadOption(option, f"{value!r} is not a {'whole ' if name in WHOLE else ''}number")
+        if not value == value or value in (float("inf"), float("-inf")) or value < low or \
+                (high is not None and value > high) or \
+                (name in ("lr", "dropout") and value == (0 if name == "lr" else 1)):
+            raise BadOption(option, f"{value!r} is out of range for {option}")
 
 
 class RunError(Exception):
@@ -80,6 +124,25 @@ class RunRequest:
     log: str | None = None  # --log: appended to once per evaluation
 
 
+def parse_duration(value) -> float | None:
+    """'90', '90s', '10m', '2h', '1.5h' (or a number of seconds) -> seconds; None stays
+    None. Raises ValueError."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a duration like 90, 90s, 10m or 2h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def default_output(corpus: str) -> str:
+    """Where a run writes its checkpoint when not told: the corpus's name with .ckpt
+    in the current directory (corpus.txt -> corpus.ckpt; stdin -> stdin.ckpt)."""
+    name = "stdin" if corpus == "-" else \
+        os.path.splitext(os.path.basename(os.path.normpath(corpus)))[0]
+    return (name or "corpus") + ".ckpt"
+
+
 def prepare_run(comm, request: RunRequest, stdin):
     """Collective: (trainer, notes) for this rank, comm a distributed.LocalComm for one
     process. notes are (line, shown even when quiet) for rank 0 to print once nothing can
@@ -130,6 +193,7 @@ def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
             vocab = corpus_vocab(text, request.max_vocab, request.min_count, notes) \
                 if not request.resume or vocab_given else None
             if request.resume:
+                from .resume import resumed_run
                 model, vocab, options, state, arrays = resumed_run(base, request, text, vocab)
             else:
                 model, options = new_run(base, request, text, vocab, notes)
@@ -193,6 +257,7 @@ def checked_base(request: RunRequest):
     except CheckpointError as error:
         raise RunError(str(error)) from None
     if request.resume:
+        from .resume import resumable_training
         resumable_training(base, path)  # the same check resumed_run makes, before the corpus
     return base
 
@@ -315,109 +380,3 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
              if dropped else ""),
             True))
     return model, options
-
-
-def resumed_run(base, request: RunRequest, text, vocab):
-    """(model, vocab, options, state, arrays) to continue the checkpoint base exactly.
-    vocab is the corpus's under the --max-vocab/--min-count given, if any: it must be the
-    stored one."""
-    from .train import TrainOptions
-    flags, given, output = request.flags, request.given, request.output
-    model, stored_vocab, _, arrays = base
-    conflicts = architecture_conflicts(model.config, flags, given)
-    if vocab is not None and (vocab.chars, vocab.has_unknown) != \
-            (stored_vocab.chars, stored_vocab.has_unknown):
-        conflicts += [f"--{name.replace('_', '-')}"
-                      for name in sorted(given & {"max_vocab", "min_count"})]
-    if conflicts:
-        raise RunUsageError(f"{', '.join(conflicts)} conflict with the architecture or "
-                            f"vocabulary stored in {output}; drop them when resuming")
-    stored, state = resumable_training(base, output)
-    if "batch_size" in given and flags["batch_size"] != stored.batch_size:
-        # The data cursor and the carried state belong to the stored streams.
-        raise RunUsageError(f"--batch-size {flags['batch_size']} differs from the "
-                            f"{stored.batch_size} streams stored in {output}: drop it "
-                            "to resume them (any number of ranks shares the same streams)")
-    changes = {field.name: flags[field.name] for field in fields(TrainOptions)
-               if field.name in given}
-    changes["time_limit"] = request.time_limit
-    if "steps" in given or request.time_limit is not None:
-        changes["steps"] = flags["steps"]
-    missing = text.missing(stored_vocab)
-    if missing and not stored_vocab.has_unknown:
-        raise RunError(f"the corpus has characters the checkpoint's vocabulary lacks "
-                       f"({''.join(missing[:20])!r}); resume on the same corpus, or "
-                       f"fine-tune on this one with --init-from {output}")
-    return model, stored_vocab, replace(stored, **changes), state, arrays
-
-
-# What resuming needs of the stored numbers beyond their types: the train command's
-# ranges for the options (cli.py), and counters that never go below zero.
-AT_LEAST = {"seq_len": 1, "batch_size": 1, "warmup": 0, "clip": 0, "steps": 0, "eval_every": 0,
-            "save_every": 0, "val_chars": 0, "patience": 0, "seed": 0, "step": 0,
-            "chars_seen": 0, "train_seconds": 0, "cursor": 0, "best_step": 0,
-            "evals_since_best": 0}
-ABOVE_ZERO = ("lr", "lr_scale")
-
-
-def resumable_training(base, output: str):
-    """(TrainOptions, TrainState) stored in base, a loaded checkpoint, once they can
-    continue the run exactly: every field known to this charrnn and of its type and
-    range, and the arrays that carry the run (Adam's moments, each stream's state) of the
-    shapes the model and the stored batch give. Raises RunError."""
-    import numpy as np
-
-    from .checkpoint import check_record, unknown_fields
-    from .optim import SCHEDULES
-    from .train import TrainOptions, TrainState
-    model, _, record, arrays = base
-    parts = {"options": TrainOptions, "state": TrainState}
-    for part, kind in parts.items():
-        if part not in record:
-            raise RunError(f"{output} holds no training {part} to resume: fine-tune from it "
-                           f"with --init-from {output} instead")
-        if unknown := unknown_fields(record[part], kind):
-            # A newer charrnn's option or counter may change the run: continuing without
-            # it would not be the run that was saved.
-            from . import __version__
-            raise RunError(f"{output} has training {part} that charrnn {__version__} does "
-                           f"not know ({unknown}), as a newer charrnn writes: resume it "
-                           f"with that version, or fine-tune from it with --init-from {output}")
-    try:
-        values = {part: check_record(record[part], kind, f"training {part}")
-                  for part, kind in parts.items()}
-        for part, stored in values.items():
-            for name, value in stored.items():
-                if value is None:
-                    continue
-                if name in AT_LEAST and value < AT_LEAST[name]:
-                    raise ValueError(f"training {part} {name} is {value}, less than "
-                                     f"{AT_LEAST[name]}")
-                if name in ABOVE_ZERO and value <= 0:
-                    raise ValueError(f"training {part} {name} is {value}, not positive")
-        options, state = TrainOptions(**values["options"]), TrainState(**values["state"])
-        if not 0 <= options.val_fraction < 1:
-            raise ValueError(f"training options val_fraction is {options.val_fraction}, "
-                             "not in [0, 1)")
-        if options.lr_schedule not in SCHEDULES:
-            raise ValueError(f"training options lr_schedule is {options.lr_schedule!r}, "
-                             f"not one of {', '.join(SCHEDULES)}")
-        if state.rng_state is not None:
-            try:
-                np.random.default_rng(0).bit_generator.state = state.rng_state
-            except (ValueError, TypeError, KeyError, OverflowError):
-                raise ValueError("training state rng_state is not a PCG64 state") from None
-        cfg, streams = model.config, options.batch_size
-        carried = {"adam_m": (model.flat.size,), "adam_v": (model.flat.size,),
-                   "state_h": (cfg.layers, streams, cfg.hidden),
-                   "state_c": (cfg.layers, streams, cfg.hidden)}  # (L, N, H)
-        for name, shape in carried.items():
-            array = arrays.get(name)
-            if array is None:
-                raise ValueError(f"array {name} is missing")
-            if array.dtype.kind != "f" or array.shape != shape:
-                raise ValueError(f"array {name} is {array.dtype} {list(array.shape)}, not "
-                                 f"floating point of shape {list(shape)}")
-    except ValueError as error:
-        raise RunError(f"{output} is inconsistent: {error}") from None
-    return options, state

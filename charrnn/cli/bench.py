@@ -1,0 +1,34 @@
+"""charrnn bench: the speed benchmark (charrnn.bench.speed); the others run as
+`python -m charrnn.bench.NAME`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import note_compiling, set_threads, threads_option, write_stdout
+
+
+@click.command()
+@click.option("--config", "configs", type=click.Choice(["S", "M", "L", "B1", "all"]), multiple=True, default=["M"], show_default=True, help="Model/batch configuration(s) to time (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per configuration (and per extra measurement).")
+@click.option("--seconds", type=click.FloatRange(0.5), default=5.0, show_default=True, help="Timed seconds per measurement (after a burn-in).")
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch peer even when it is installed.")
+@threads_option()
+@click.option("--extras", is_flag=True, help="Also measure start-up of `sample -n 1`, peak RSS training M (charrnn and PyTorch) and training L on 1 vs 2 threads, each beside its target (~30 s more).")
+def bench(configs, as_json, seconds, no_torch, threads, extras):
+    """Time training and sampling throughput, side by side with PyTorch if installed.
+
+    \b
+    charrnn bench --config M
+    charrnn bench --config M --extras --json
+    make bench        # every config, BLAS overrides removed
+    """
+    set_threads(threads)
+    note_compiling()
+    from ..bench.speed import CONFIGS, bench_rows, format_row
+
+    names = list(CONFIGS) if "all" in configs else list(dict.fromkeys(configs))
+    for row in bench_rows(names, seconds, not no_torch, extras):
+        write_stdout((json.dumps(row) if as_json else format_row(row)) + "\n")

@@ -1,0 +1,195 @@
+"""Process set-up: BLAS threads, the kernel cache and (for the command line only) the
+allocator. `import charrnn` applies what a library user needs (setup_library); the
+`charrnn` command applies the rest (setup_command_line). Why each setting is so, with
+the measurements, is in docs/threads-and-kernels.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+# Kernel caches of other sources (earlier edits, upgrades) unused this long are removed.
+KERNEL_CACHE_KEEP_DAYS = 14
+
+# The thread-count variables of the BLAS libraries numpy and scipy load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def setup_library() -> None:
+    """What importing charrnn sets up: one BLAS thread per call (when numpy is not yet
+    loaded; otherwise see one_blas_thread_now) and the keyed kernel cache. Nothing
+    global beyond: no allocator settings, no signal handlers."""
+    one_blas_thread()
+    key_kernel_cache()
+
+
+def setup_command_line() -> None:
+    """What the `charrnn` command sets up before it runs: the library's set-up, the
+    allocator's, and no numpy warnings on stderr (a diverging run overflows in numpy's
+    products; training checks for non-finite values itself and says so in one line)."""
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"charrnn\.")
+    one_blas_thread()
+    keep_freed_memory()
+    key_kernel_cache()
+
+
+def one_blas_thread() -> None:
+    """One BLAS thread per call unless the user set otherwise: BLAS's own thread pools
+    and charrnn's threads spin-wait against each other on the small per-step products.
+    Effective only before numpy is first imported."""
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
+@contextlib.contextmanager
+def one_blas_thread_now():
+    """For the duration of the block, one thread per BLAS call in every OpenBLAS this
+    process has loaded, then the counts as they were: for a host program that
+    imported numpy before charrnn, whose BLAS already started its pool. Does nothing
+    where the user chose a count (BLAS_THREAD_VARIABLES) or no OpenBLAS is found."""
+    if any(os.environ.get(name) not in (None, "1") for name in BLAS_THREAD_VARIABLES):
+        yield
+        return
+    controls = openblas_thread_controls()
+    before = [(set_count, get_count()) for get_count, set_count in controls]
+    for set_count, _ in before:
+        set_count(1)
+    try:
+        yield
+    finally:
+        for set_count, count in before:
+            set_count(count)
+
+
+_CONTROLS = None
+
+
+def openblas_thread_controls() -> list:
+    """(get, set) thread-count functions of each OpenBLAS loaded now (Linux: read from
+    /proc/self/maps); empty elsewhere. Looked up once per process."""
+    global _CONTROLS
+    if _CONTROLS is not None:
+        return _CONTROLS
+    controls = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split(None, 5)[-1].strip() for line in maps if "openblas" in line}
+    except OSError:
+        paths = set()
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        # OpenBLAS builds prefix and suffix their symbols (scipy's: scipy_openblas...64_).
+        for prefix in ("openblas", "scipy_openblas"):
+            for suffix in ("", "64_"):
+                try:
+                    get_count = getattr(library, f"{prefix}_get_num_threads{suffix}")
+                    set_count = getattr(library, f"{prefix}_set_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                get_count.restype, set_count.argtypes = ctypes.c_int, [ctypes.c_int]
+                controls.append((get_count, set_count))
+    _CONTROLS = controls
+    return controls
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for the next allocation rather than give
+    it back to the system, unless the user set any MALLOC_* variable or a malloc tunable
+    (GLIBC_TUNABLES); returns whether both settings took. Every training step allocates
+    its caches afresh, and glibc would otherwise return them and fault every page in
+    again on the next step. Arrays above 32 MB are still mapped and unmapped on their
+    own. Elsewhere (no mallopt, or musl's, which ignores it) nothing changes. The
+    command line's only: a library must not change its host's allocator."""
+    if any(name.startswith("MALLOC_") for name in os.environ) or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+def key_kernel_cache() -> None:
+    """Keep Numba's compiled kernels in a directory named after a hash of every kernel
+    source, unless NUMBA_CACHE_DIR is set. Numba's cache=True checks only the timestamp
+    of the file that defines a function, not of the files it calls and inlines, so an
+    edit to activations.py alone would leave the LSTM kernels running the old code. The
+    directory sits in kernels/__pycache__ like Numba's own, else in the user's cache (a
+    read-only install); caches left there by other sources are pruned."""
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    kernels = Path(__file__).resolve().parent / "kernels"
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME")
+                      or os.path.join(os.path.expanduser("~"), ".cache")) / "charrnn"
+    try:
+        name = kernel_cache_name(kernels)
+    except OSError:
+        return  # sources unreadable: leave Numba's own default
+    for root in (kernels / "__pycache__", user_cache):
+        try:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root / name, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = str(root / name)
+            if "numba" in sys.modules:  # a host program loaded numba first
+                from numba.core import config
+                config.reload_config()
+            prune_kernel_caches(root, name)
+            return
+
+
+def prune_kernel_caches(root, current: str) -> None:
+    """Mark root/current as used now and remove the other kernel caches in root unused
+    for KERNEL_CACHE_KEEP_DAYS: every kernel edit or upgrade leaves one behind, and an
+    install that shares the directory keeps its own as long as it runs within that time."""
+    prune_unused(root, r"numba-[0-9a-f]{16}", lambda name: name == current,
+                 KERNEL_CACHE_KEEP_DAYS)
+
+
+def prune_unused(root, pattern: str, in_use, days: float) -> None:
+    """In directory root, among the entries whose names fully match the regex
+    `pattern`: mark those for which in_use(name) is true as used now, and remove the
+    others (files or directories) unused for `days`. Everything else in root stays.
+    Failures are ignored: pruning must never stop a command."""
+    oldest = time.time() - days * 86400
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not re.fullmatch(pattern, name):
+            continue
+        path = os.path.join(root, name)
+        try:
+            if in_use(name):
+                os.utime(path)
+            elif os.stat(path).st_mtime < oldest:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+        except OSError:
+            continue
+
+
+def kernel_cache_name(kernels) -> str:
+    """'numba-' and 16 hex digits of a hash of every .py file in the kernels directory."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(kernels).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"numba-{digest.hexdigest()[:16]}"
