@@ -46,23 +46,32 @@ class TrainedModel:
         warning. seed None draws one (kept in last_seed). beam W: the most likely
         continuation by a beam of width W. adapt: first learn from the prime as
         `score --adapt` does. The options are `charrnn sample`'s."""
-        return "".join(self.stream(n, prime, temperature, top_k, top_p, greedy, stop, seed,
-                                   beam, precision, adapt, adapt_lr))
+        pieces = self._pieces(n, prime, temperature, top_k, top_p, greedy, stop, seed, beam,
+                              precision, adapt, adapt_lr)
+        return "".join(one_blas_thread_each(pieces))
 
     def stream(self, n: int = 500, prime: str = "", temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                stop=(), seed: int | None = None, beam: int | None = None,
                precision: str = "auto", adapt: bool = False, adapt_lr: float = ADAPT_LR):
-        """As generate, yielding the text in pieces as it is made; n=0 is endless."""
+        """As generate, yielding the text in pieces as it is made; n=0 is endless. The
+        arguments are checked at the call, before the first piece is asked for."""
+        pieces = self._pieces(n, prime, temperature, top_k, top_p, greedy, stop, seed, beam,
+                              precision, adapt, adapt_lr)
+        return one_blas_thread_each(pieces)
+
+    def _pieces(self, n, prime, temperature, top_k, top_p, greedy, stop, seed, beam,
+                precision, adapt, adapt_lr):
+        """sample.sample_pieces for generate's arguments, once they are checked."""
         import numpy as np
 
         from .sample import Decoding, encode_prime, sample_pieces
         stops = (stop,) if isinstance(stop, str) else tuple(stop)
         check_decoding(n, temperature, top_k, top_p, stops, beam, adapt_lr)
         prime_ids, prime, missing = encode_prime(self.vocab, prime or "")
-        if missing:
+        if missing:  # stacklevel: the caller of generate or stream
             warnings.warn(f"skipping prime characters the model never saw: {missing!r}",
-                          stacklevel=2)
+                          stacklevel=3)
         if adapt and len(prime_ids) < 2:
             raise ValueError("adapt learns from the prime, and it has fewer than 2 "
                              "characters the model knows")
@@ -73,13 +82,7 @@ class TrainedModel:
         with one_blas_thread_now():
             sampler = self.sampler(precision, prime_ids if adapt else None, adapt_lr)
         rng = np.random.default_rng([seed, 0])  # as `charrnn sample --seed` draws sample 0
-        pieces = sample_pieces(sampler, prime_ids, prime, n, decoding, rng, stops, beam)
-        while True:
-            with one_blas_thread_now():
-                piece = next(pieces, None)
-            if piece is None:
-                return
-            yield piece
+        return sample_pieces(sampler, prime_ids, prime, n, decoding, rng, stops, beam)
 
     def sampler(self, precision: str = "auto", adapt_ids=None, adapt_lr: float = ADAPT_LR):
         """The sample.Sampler generation runs: of the weights as trained (kept for the
@@ -141,6 +144,17 @@ class TrainedModel:
                 "history": state.get("history", [])}
 
 
+def one_blas_thread_each(pieces):
+    """The pieces of a generator, each made with one thread per BLAS call; between
+    pieces the host's BLAS keeps its own settings."""
+    while True:
+        with one_blas_thread_now():
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
+
+
 def score_as_json(result: dict) -> str:
     return json.dumps(result)
 
@@ -191,8 +205,16 @@ def train(corpus: str, output: str | None = None, progress=None, *, resume: bool
     saved stays."""
     from .distributed import LocalComm
     from .progress import JsonlLog
-    from .training_run import (TRAIN_DEFAULTS, RunRequest, check_flags, default_output,
-                               parse_duration, prepare_run, run_training)
+    from .training_run import (
+        TRAIN_DEFAULTS,
+        AllRanks,
+        RunRequest,
+        check_flags,
+        default_output,
+        parse_duration,
+        prepare_run,
+        run_training,
+    )
     unknown = sorted(set(options) - set(TRAIN_DEFAULTS))
     if unknown:
         raise TypeError(f"train() got unknown options: {', '.join(unknown)}")
@@ -206,12 +228,15 @@ def train(corpus: str, output: str | None = None, progress=None, *, resume: bool
     callbacks = [progress] if progress else []
     if log:
         callbacks.append(JsonlLog(log))
-    with one_blas_thread_now():
-        trainer, _ = prepare_run(LocalComm(), request, None)
-        try:
-            run_training(trainer, lambda event: [callback(event) for callback in callbacks],
-                         lambda: 0, request.output)
-        finally:
-            for callback in callbacks:
-                getattr(callback, "close", lambda: None)()
+    try:
+        with one_blas_thread_now():
+            trainer, _ = prepare_run(LocalComm(), request, None)
+            try:
+                run_training(trainer, lambda event: [callback(event) for callback in callbacks],
+                             lambda: 0, request.output)
+            finally:
+                for callback in callbacks:
+                    getattr(callback, "close", lambda: None)()
+    except AllRanks as agreed:  # what every rank knows: with one process, this one
+        raise agreed.error from None
     return load(request.output)

@@ -28,9 +28,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .runtime import prune_unused
-from .textfile import (CHUNK_BYTES, DECODING_OPTIONS, REPLACEMENT, SURROGATES, CorpusError,
-                       empty_corpus, is_stream, iter_text, lone_surrogate, lookup_codec,
-                       open_binary, refuse_binary)
+from .textfile import (
+    CHUNK_BYTES,
+    DECODING_OPTIONS,
+    REPLACEMENT,
+    SURROGATES,
+    CorpusError,
+    empty_corpus,
+    is_stream,
+    iter_text,
+    lone_surrogate,
+    lookup_codec,
+    open_binary,
+    refuse_binary,
+)
 from .vocab import code_points
 
 CACHE_ENV = "CHARRNN_CACHE_DIR"
@@ -56,7 +67,7 @@ def cache_dir() -> str:
 
 class Corpus:
     """A corpus prepared for training without holding it in memory: its character
-    counts, and its ids under a vocabulary, memory-mapped from the cache.
+    counts, and its ids under a vocabulary, read from the cache in pieces (IdFile).
 
     Use as a context manager: '-' (stdin) or a pipe is spooled to a temporary file in
     the cache directory, removed when the block ends; the ids stay readable after it.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def shared_ids(old_vocab, new_vocab) -> tuple[np.ndarray, np.ndarray]:
     """(old ids, new ids) of every character both vocabularies hold, plus the unknown
     symbol when both have one."""

@@ -24,8 +24,12 @@ from . import parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
 from .kernels.panels import pack_panels, padded_columns, panel_width, to_bfloat16
-from .kernels.recurrent import (recurrent_backward, recurrent_backward_team, recurrent_forward,
-                                recurrent_forward_team)
+from .kernels.recurrent import (
+    recurrent_backward,
+    recurrent_backward_team,
+    recurrent_forward,
+    recurrent_forward_team,
+)
 
 CELLS = tuple(CELL_CODES)
 
@@ -123,7 +127,8 @@ class Model:
         self.config = config
         self.dtype = np.dtype(dtype)
         size = config.parameter_count()
-        self.flat = np.zeros(size, self.dtype) if flat is None else np.ascontiguousarray(flat, self.dtype)
+        self.flat = np.zeros(size, self.dtype) if flat is None else \
+            np.ascontiguousarray(flat, self.dtype)
         if self.flat.shape != (size,):
             raise ValueError(f"expected {size} parameters, got {self.flat.size}")
         self.params = flat_views(self.flat, config)

@@ -7,8 +7,12 @@ import math
 import numpy as np
 
 from . import parallel
-from .kernels.optim import (adam_update, adam_update_team, block_sums_of_squares,
-                             block_sums_of_squares_team)
+from .kernels.optim import (
+    adam_update,
+    adam_update_team,
+    block_sums_of_squares,
+    block_sums_of_squares_team,
+)
 
 SCHEDULES = ("auto", "constant", "cosine", "step")
 NORM_BLOCK = 1 << 16  # elements per partial sum of the gradient norm
@@ -43,7 +47,8 @@ def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | N
         return base_lr
     progress = min(1.0, max(fractions))
     if schedule == "cosine":
-        return base_lr * (min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return base_lr * (min_fraction + (1 - min_fraction) * cosine)
     return base_lr * 0.5 ** sum(progress >= mark for mark in (0.5, 0.75, 0.9))
 
 

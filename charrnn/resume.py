@@ -15,7 +15,7 @@ def resumed_run(base, request: RunRequest, text, vocab):
     """(model, vocab, options, state, arrays) to continue the checkpoint base exactly.
     vocab is the corpus's under the --max-vocab/--min-count given, if any: it must be the
     stored one."""
-    from .train import TrainOptions
+    from .trainer import TrainOptions
     flags, given, output = request.flags, request.given, request.output
     model, stored_vocab, _, arrays = base
     conflicts = architecture_conflicts(model.config, flags, given)
@@ -63,7 +63,7 @@ def resumable_training(base, output: str):
 
     from .checkpoint import check_record, unknown_fields
     from .optim import SCHEDULES
-    from .train import TrainOptions, TrainState
+    from .trainer import TrainOptions, TrainState
     model, _, record, arrays = base
     parts = {"options": TrainOptions, "state": TrainState}
     for part, kind in parts.items():

@@ -70,38 +70,43 @@ def one_blas_thread_now():
             set_count(count)
 
 
-_CONTROLS = None
+_CONTROLS_BY_LIBRARY: dict = {}  # path -> its (get, set) pairs, looked up once
 
 
 def openblas_thread_controls() -> list:
     """(get, set) thread-count functions of each OpenBLAS loaded now (Linux: read from
-    /proc/self/maps); empty elsewhere. Looked up once per process."""
-    global _CONTROLS
-    if _CONTROLS is not None:
-        return _CONTROLS
-    controls = []
+    /proc/self/maps, as libraries may load later, e.g. scipy's with the first kernel);
+    empty elsewhere."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             paths = {line.split(None, 5)[-1].strip() for line in maps if "openblas" in line}
     except OSError:
         paths = set()
+    controls = []
     for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        # OpenBLAS builds prefix and suffix their symbols (scipy's: scipy_openblas...64_).
-        for prefix in ("openblas", "scipy_openblas"):
-            for suffix in ("", "64_"):
-                try:
-                    get_count = getattr(library, f"{prefix}_get_num_threads{suffix}")
-                    set_count = getattr(library, f"{prefix}_set_num_threads{suffix}")
-                except AttributeError:
-                    continue
-                get_count.restype, set_count.argtypes = ctypes.c_int, [ctypes.c_int]
-                controls.append((get_count, set_count))
-    _CONTROLS = controls
+        if path not in _CONTROLS_BY_LIBRARY:
+            _CONTROLS_BY_LIBRARY[path] = thread_controls_of(path)
+        controls += _CONTROLS_BY_LIBRARY[path]
     return controls
+
+
+def thread_controls_of(path: str) -> list:
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return []
+    found = []
+    # OpenBLAS builds prefix and suffix their symbols (scipy's: scipy_openblas...64_).
+    for prefix in ("openblas", "scipy_openblas"):
+        for suffix in ("", "64_"):
+            try:
+                get_count = getattr(library, f"{prefix}_get_num_threads{suffix}")
+                set_count = getattr(library, f"{prefix}_set_num_threads{suffix}")
+            except AttributeError:
+                continue
+            get_count.restype, set_count.argtypes = ctypes.c_int, [ctypes.c_int]
+            found.append((get_count, set_count))
+    return found
 
 
 def keep_freed_memory() -> bool:

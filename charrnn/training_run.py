@@ -55,16 +55,18 @@ def check_flags(flags: dict) -> None:
             continue
         if name in CHOICES:
             if value not in CHOICES[name]:
-                raise BadOption(option, f"{value!r} is not one of {', '.join(CHOICES[name])}")
+                raise BadOption(option, f"{option} {value!r} is not one of "
+                                        f"{', '.join(CHOICES[name])}")
             continue
         low, high = RANGES[name]
         whole = isinstance(value, int) and not isinstance(value, bool)
         if name in WHOLE and not whole or not (whole or isinstance(value, float)):
-            raise BadOption(option, f"{value!r} is not a {'whole ' if name in WHOLE else ''}number")
+            kind = "a whole number" if name in WHOLE else "a number"
+            raise BadOption(option, f"{option} {value!r} is not {kind}")
         if not value == value or value in (float("inf"), float("-inf")) or value < low or \
                 (high is not None and value > high) or \
                 (name in ("lr", "dropout") and value == (0 if name == "lr" else 1)):
-            raise BadOption(option, f"{value!r} is out of range for {option}")
+            raise BadOption(option, f"{option} {value!r} is out of range")
 
 
 class RunError(Exception):
@@ -183,7 +185,7 @@ def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
     None): read the corpus, choose its vocabulary, and start or continue the model."""
     from .corpus import Corpus, split_ids
     from .textfile import CorpusError
-    from .train import Trainer
+    from .trainer import Trainer
 
     clock = time.perf_counter()
     vocab_given = request.given & {"max_vocab", "min_count"}
@@ -228,7 +230,7 @@ def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
 
 def run_training(trainer, report, stop, output: str) -> str:
     """trainer.run(report, stop), its failures as run errors: why it stopped."""
-    from .train import ReplicasDiffer, TrainingDiverged
+    from .trainer import ReplicasDiffer, TrainingDiverged
     try:
         return trainer.run(report, stop)
     except (TrainingDiverged, ReplicasDiffer) as error:  # raised on every rank at once
@@ -266,7 +268,7 @@ def refuse_to_overwrite(output: str, resume: bool, force: bool) -> None:
     """Fail unless writing output (and OUT.best) can destroy nothing but a checkpoint
     the user asked to replace or continue."""
     from .checkpoint import is_checkpoint_file
-    from .train import best_path
+    from .trainer import best_path
     if os.path.isdir(output):
         raise BadOption("--output", f"{output} is a directory")
     directory = os.path.dirname(os.path.abspath(output))
@@ -293,7 +295,7 @@ def check_log(request: RunRequest) -> None:
     """The log is appended to: it must not be a file the run reads or writes otherwise
     (JSON appended to a checkpoint would corrupt it), and its directory must exist."""
     from .checkpoint import is_checkpoint_file
-    from .train import best_path
+    from .trainer import best_path
     log = request.log
     others = {"the --output checkpoint": request.output,
               "--output's best checkpoint": best_path(request.output),
@@ -340,7 +342,7 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
     import numpy as np
 
     from .model import Model, ModelConfig
-    from .train import TrainOptions
+    from .trainer import TrainOptions
     flags, given, time_limit = request.flags, request.given, request.time_limit
     options = TrainOptions(**{k: v for k, v in flags.items() if k not in ARCHITECTURE},
                            time_limit=time_limit)

@@ -82,13 +82,15 @@ def build_corpus(sources, max_bytes):
             n_files += 1
             continue
         # The file that crosses the limit: keep whole lines that still fit, then stop.
-        for i, line in enumerate(lines):
+        kept = 0
+        for line in lines:
             encoded = line.encode("utf-8")
             if total + len(encoded) > max_bytes:
                 break
             parts.append(encoded)
             total += len(encoded)
-        if i > 1:  # more than the separator line made it in
+            kept += 1
+        if kept > 1:  # more than the separator line made it in
             n_files += 1
         break
     return b"".join(parts), n_files

@@ -13,6 +13,8 @@ import pytest
 PLACEHOLDER = "charrnn-test-numba-cache-pending"
 os.environ.setdefault("NUMBA_CACHE_DIR", PLACEHOLDER)
 
+from clitools import CONSOLE_SCRIPT, chinese_text, english_text, tiny_model  # noqa: E402
+
 from charrnn.compile_note import SILENCE_VARIABLE  # noqa: E402
 from charrnn.runtime import kernel_cache_name  # noqa: E402
 
@@ -93,3 +95,21 @@ def tiny_text_file(tmp_path, tiny_text):
     path = tmp_path / "tiny.txt"
     path.write_text(tiny_text, encoding="utf-8")
     return path
+
+
+# The command-line tests' models (clitools.py): trained once per module that uses them.
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("cli"), english_text(), "m")
+
+
+@pytest.fixture(scope="module")
+def console_script():
+    if not CONSOLE_SCRIPT.exists():
+        pytest.skip(f"{CONSOLE_SCRIPT} is not installed (run `make install`)")
+    return str(CONSOLE_SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def chinese(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("zh"), chinese_text(), "zh")

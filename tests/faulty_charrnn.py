@@ -10,7 +10,7 @@ import sys
 
 from charrnn.cli import main
 from charrnn.distributed import communicator
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 
 
 def inject(spec: str) -> None:

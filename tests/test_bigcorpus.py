@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import assert_fails, run
+from clitools import assert_fails, run
 
 import charrnn.corpus
-import charrnn.training_run
 import charrnn.textfile
-import charrnn.train
+import charrnn.trainer
+import charrnn.training_run
 from charrnn.checkpoint import load_trained
 
 TINY = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16",
@@ -46,7 +46,7 @@ def hanzi_text(distinct=400, size=6000, seed=3):
 def test_training_reads_ids_from_the_cache_never_the_whole_text(corpus, tmp_path,
                                                                     monkeypatch, tiny_text):
     seen = {}
-    original = charrnn.train.Trainer.__init__
+    original = charrnn.trainer.Trainer.__init__
 
     def spy(self, model, vocab, train_ids, val_ids, *args, **kwargs):
         seen.update(train=train_ids, val=val_ids)
@@ -54,7 +54,7 @@ def test_training_reads_ids_from_the_cache_never_the_whole_text(corpus, tmp_path
 
     def no_whole_text(*args, **kwargs):
         raise AssertionError("the corpus was read whole")
-    monkeypatch.setattr(charrnn.train.Trainer, "__init__", spy)
+    monkeypatch.setattr(charrnn.trainer.Trainer, "__init__", spy)
     monkeypatch.setattr(charrnn.textfile, "read_text", no_whole_text)
     monkeypatch.setattr(charrnn.corpus, "CHUNK_BYTES", 1000)  # several chunks
     result = run("train", corpus, "-o", tmp_path / "m.ckpt", *TINY)

@@ -12,11 +12,18 @@ import zlib
 import numpy as np
 import pytest
 
-from charrnn.checkpoint import CHECKPOINT_FORMAT_VERSION
 from charrnn import checkpoint as ckpt
-from charrnn.checkpoint import (CheckpointError, decode_checkpoint, encode_checkpoint,
-                                is_checkpoint_file, load_checkpoint, load_trained,
-                                save_checkpoint, save_trained)
+from charrnn.checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
+    CheckpointError,
+    decode_checkpoint,
+    encode_checkpoint,
+    is_checkpoint_file,
+    load_checkpoint,
+    load_trained,
+    save_checkpoint,
+    save_trained,
+)
 from charrnn.model import Model, ModelConfig
 from charrnn.vocab import Vocab
 

@@ -11,12 +11,12 @@ import struct
 import zlib
 
 import pytest
+from clitools import TINY, assert_fails, english_text, run, tiny_model
+from test_checkpoint import reencode
 
 from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import CheckpointError, load_trained
 from charrnn.training_run import RunError, refuse_to_overwrite
-from test_checkpoint import reencode
-from test_cli import TINY, assert_fails, english_text, run, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +142,8 @@ def test_a_long_value_gives_a_short_message(trained, tmp_path):
 
 
 def test_malformed_headers_raise_checkpoint_errors(trained, tmp_path):
-    """The library raises CheckpointError for each, which the CLI and runs.py show."""
-    for case, edit in MALFORMED.items():
+    """The library raises CheckpointError for each, which the CLI and training_run.py show."""
+    for edit in MALFORMED.values():
         with pytest.raises(CheckpointError):
             load_trained(str(edited_copy(trained, tmp_path, edit)))
 

@@ -11,8 +11,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from charrnn.corpus import (CACHE_KEEP_DAYS, BatchStream, Corpus, IdFile, cache_dir,
-                            corpus_ids, split_ids)
+from charrnn.corpus import (
+    CACHE_KEEP_DAYS,
+    BatchStream,
+    Corpus,
+    IdFile,
+    cache_dir,
+    corpus_ids,
+    split_ids,
+)
 from charrnn.textfile import CorpusError, iter_text, read_text
 from charrnn.vocab import Vocab
 

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from clitools import assert_fails, run
 from test_bigcorpus import TINY
-from test_cli import assert_fails, run
 
 from charrnn.checkpoint import load_trained
 from charrnn.corpus import Corpus

@@ -3,9 +3,18 @@ corpus, validation size."""
 
 import pytest
 
-from charrnn.defaults import (HIDDEN_FOR_STEPS, LR_CONSTANT, LR_DECAYING, SMALL_CORPUS_CHARS,
-                              HELD_OUT_CHARS_CAP, default_dropout, default_hidden, default_lr,
-                              default_val_fraction, describe)
+from charrnn.defaults import (
+    HELD_OUT_CHARS_CAP,
+    HIDDEN_FOR_STEPS,
+    LR_CONSTANT,
+    LR_DECAYING,
+    SMALL_CORPUS_CHARS,
+    default_dropout,
+    default_hidden,
+    default_lr,
+    default_val_fraction,
+    describe,
+)
 
 BIG = 10 * SMALL_CORPUS_CHARS
 
@@ -80,7 +89,7 @@ def test_auto_schedule_decays_only_time_limited_runs(tmp_path):
     import numpy as np
 
     from charrnn.model import Model, ModelConfig
-    from charrnn.train import Trainer, TrainOptions
+    from charrnn.trainer import Trainer, TrainOptions
     from charrnn.vocab import Vocab
     vocab = Vocab(tuple("abcd"), (1, 1, 1, 1))
     ids = np.random.default_rng(0).integers(0, 4, 2000).astype(np.uint8)

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trainer import text_of
 
 from charrnn.checkpoint import load_trained
 from charrnn.corpus import Corpus, corpus_ids, split_ids
 from charrnn.distributed import BroadcastReader, LocalComm, rank_rows
 from charrnn.model import Model, ModelConfig
-from charrnn.train import Trainer, TrainOptions, evaluate
+from charrnn.trainer import Trainer, TrainOptions, evaluate
 from charrnn.vocab import Vocab
-from test_train import text_of
 
 ATOL = 1e-5
 BIN = Path(sys.executable).parent
@@ -125,7 +125,7 @@ def make_trainer(data, out, comm=None, resume_from=None, cls=Trainer, **options)
     state = arrays = None
     if resume_from:
         model, _, record, arrays = load_trained(resume_from)
-        from charrnn.train import TrainState
+        from charrnn.trainer import TrainState
         state = TrainState(**record["state"])
     else:
         model = Model(ModelConfig(cell="lstm", vocab_size=vocab.size, hidden=16, layers=2,
@@ -228,7 +228,7 @@ def test_validation_is_split_across_ranks_and_reduced(data):
     for ids in (val_ids, val_ids[:40]):  # 8 streams; 2 streams, so 3 ranks leave one idle
         one = evaluate(model, ids, 8, 16)
         for size in (2, 3):
-            values = on_ranks(size, lambda comm: evaluate(model, ids, 8, 16, comm))
+            values = on_ranks(size, lambda comm, ids=ids: evaluate(model, ids, 8, 16, comm))
             assert len(set(values)) == 1  # every rank gets the same value
             assert values[0] == pytest.approx(one, rel=1e-6)
 

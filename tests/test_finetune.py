@@ -9,11 +9,10 @@ import pickle
 
 import numpy as np
 import pytest
+from clitools import assert_fails, run
 from test_checkpoint import CreatesMarker, reencode
-from test_cli import assert_fails, run
 
-from charrnn.checkpoint import CHECKPOINT_FORMAT_VERSION
-from charrnn.checkpoint import load_trained
+from charrnn.checkpoint import CHECKPOINT_FORMAT_VERSION, load_trained
 from charrnn.finetune import shared_ids, transfer_by_character
 from charrnn.model import CELLS, Model, ModelConfig
 from charrnn.sample import Sampler
@@ -83,7 +82,8 @@ def test_shared_characters_keep_their_predictions():
         assert np.allclose(losses[0][1], losses[1][1], rtol=0, atol=1e-12)  # same state
         differences.append(losses[1][0] - losses[0][0])
     assert np.all(differences[0] > 0)  # the new characters take some probability
-    assert np.allclose(differences[0], differences[1]) and np.allclose(differences[0], differences[2])
+    assert np.allclose(differences[0], differences[1])
+    assert np.allclose(differences[0], differences[2])
 
 
 def test_the_unknown_symbol_is_a_character_too():

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from reference import reference_forward
 
 from charrnn.model import Model, ModelConfig, flat_views
 from charrnn.sample import Sampler
 from charrnn.vocab import Vocab
-from reference import reference_forward
 
 CELLS = ("lstm", "gru", "rnn")
 EMBEDS = (0, 3)  # one-hot input, and a learned embedding of width 3

@@ -79,7 +79,7 @@ def test_adam_float32_step_matches_the_float64_formula(monkeypatch):
     grads = rng.standard_normal(70_001).astype(np.float32)
     adam = Adam(params.size, np.float32)
     expected = params.astype(np.float64)
-    for step in (1, 2):
+    for _ in (1, 2):
         adam.step(params, grads, 1e-2)
     m = (1 - 0.9 ** 2) * grads.astype(np.float64)  # two steps of the same gradient
     v = (1 - 0.999 ** 2) * grads.astype(np.float64) ** 2

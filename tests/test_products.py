@@ -52,7 +52,8 @@ def team_calls(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_products_of_few_rows_run_on_the_team_and_equal_numpy(two_threads, team_calls, dtype):
     rng = np.random.default_rng(3)
-    x, W = rng.standard_normal((50, 128)).astype(dtype), rng.standard_normal((128, 500)).astype(dtype)
+    x = rng.standard_normal((50, 128)).astype(dtype)
+    W = rng.standard_normal((128, 500)).astype(dtype)
     d = rng.standard_normal((50, 500)).astype(dtype)
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
     out = np.full((50, 500), np.nan, dtype)

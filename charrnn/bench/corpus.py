@@ -5,15 +5,15 @@ corpus, and training speed on a corpus of ~6,000 distinct (CJK) characters.
     python -m charrnn.bench.corpus --sizes 10M --seconds 3 --dir /var/tmp
 
 Memory: each corpus is trained on twice in a child process (`charrnn train`, a small
-model, a few steps): first with an empty id cache, then with it filled. The peak RSS
-is the child's VmHWM, read by the child itself as it exits: the high-water mark of its
-own address space, including the pages of the memory-mapped ids that training touched.
-(getrusage's ru_maxrss would not do: Linux carries the parent's peak into a child that
-was vfork-ed, as subprocess does, so it reports the generator's memory.) Speed: the default model (LSTM 2x256, embedding 64, batch
-32x64) trains in this process after a burn-in, on the CJK corpus and, as the peer
-measured in the same run, on the English one; the difference is what the 6,000-wide
-output layer costs. All text is generated here from a fixed seed, nothing is
-downloaded, and the temporary directory is removed at the end.
+model, a few steps): first with an empty id cache, then with it filled. The peak RSS is
+the child's VmHWM, read by the child itself as it exits: the high-water mark of its own
+address space, including the buffers it read the cached ids into. (getrusage's ru_maxrss
+would not do: Linux carries the parent's peak into a child that was vfork-ed, as
+subprocess does, so it reports the generator's memory.) Speed: the default model (LSTM
+2x256, embedding 64, batch 32x64) trains in this process after a burn-in, on the CJK
+corpus and, as the peer measured in the same run, on the English one; the difference is
+what the 6,000-wide output layer costs. All text is generated here from a fixed seed,
+nothing is downloaded, and the temporary directory is removed at the end.
 """
 
 from __future__ import annotations
@@ -154,12 +154,12 @@ def speed_row(corpus: str, cache: str, seconds: float) -> dict:
     """Training and sampling chars/s of the default model on corpus, in this process."""
     import numpy as np
 
-    from .speed import timed
     from ..corpus import Corpus, split_ids
     from ..model import Model, ModelConfig
     from ..sample import Decoding, Sampler
-    from ..train import Trainer, TrainOptions
+    from ..trainer import Trainer, TrainOptions
     from ..vocab import Vocab
+    from .speed import timed
 
     with Corpus(corpus, cache=cache) as text:
         vocab = Vocab.from_counter(text.counts)
@@ -191,8 +191,8 @@ def output_layer_row(vocab_size: int, seconds: float) -> dict:
     softmax cross-entropy with its gradient (kernels.output.softmax_xent)."""
     import numpy as np
 
-    from .speed import timed
     from ..kernels.output import softmax_xent
+    from .speed import timed
     M, H = SPEED_BATCH[0] * SPEED_BATCH[1], SPEED_MODEL["hidden"]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((M, H), dtype=np.float32)  # (M, H) top-layer outputs
@@ -269,8 +269,8 @@ def main(argv=None) -> None:
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
     # As the CLI does: one BLAS thread (see cli.main); the child runs inherit it.
     one_blas_thread()
-    from .speed import blas_description
     from ..parallel import thread_count
+    from .speed import blas_description
     work = tempfile.mkdtemp(prefix="charrnn-bench-corpus-", dir=args.dir)
     try:
         result = {"threads": thread_count(), "blas": blas_description(),

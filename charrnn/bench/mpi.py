@@ -42,7 +42,7 @@ def worker(threads: int, seconds: float) -> None:
     from .. import parallel
     from ..distributed import communicator
     from ..model import Model, ModelConfig
-    from ..train import Trainer, TrainOptions
+    from ..trainer import Trainer, TrainOptions
     from ..vocab import Vocab
 
     parallel.set_thread_count(threads)

@@ -13,13 +13,14 @@ measured), then `charrnn score` (static, and with --adapt), `charrnn info` and `
 sample` read the checkpoint. Every step is the console script in a child process, as a
 user would run it.
 
-The PyTorch peer (when torch is importable; never a dependency) is a standard recipe:
-a 2 x 256 LSTM, embedding 64, batch 32 x 64 with the state carried across batches (truncated BPTT, reset when the streams wrap), Adam 2e-3, gradient norm clipped
-to 5, PyTorch's default initialisation, seed 0; it is scored statically and then
-adapting as `score --adapt` does (the same segments, optimizer, clip and decay), at its
-best of three rates (PEER_ADAPT_LRS). It runs in its own process, as charrnn.bench.speed's
-peer does, so its OpenMP pool never spins against charrnn's threads; it gets the same
-thread count. Both clocks start when the training loop does, so neither counts start-up;
+The PyTorch peer (when torch is importable; never a dependency) is a standard recipe: a
+2 x 256 LSTM, embedding 64, batch 32 x 64 with the state carried across batches
+(truncated BPTT, reset when the streams wrap), Adam 2e-3, gradient norm clipped to 5,
+PyTorch's default initialisation, seed 0; it is scored statically and then adapting as
+`score --adapt` does (the same segments, optimizer, clip and decay), at its best of
+three rates (PEER_ADAPT_LRS). It runs in its own process, as charrnn.bench.speed's peer
+does, so its OpenMP pool never spins against charrnn's threads; it gets the same thread
+count. Both clocks start when the training loop does, so neither counts start-up;
 charrnn's includes its periodic validation passes, the peer has none.
 """
 
@@ -36,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..runtime import BLAS_THREAD_VARIABLES, one_blas_thread
 from ..defaults import ADAPT_CLIP, ADAPT_DECAY, ADAPT_LR, ADAPT_SEGMENT
+from ..runtime import BLAS_THREAD_VARIABLES, one_blas_thread
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_FRACTION = 0.9
@@ -321,8 +322,8 @@ def main(argv=None) -> int:
         return 0
     # As `charrnn` sets them in its children, so the BLAS reported is the one they run.
     one_blas_thread()
-    from .speed import blas_description
     from ..parallel import thread_count
+    from .speed import blas_description
     threads, blas = thread_count(), blas_description()
     with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     try:

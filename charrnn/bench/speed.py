@@ -81,7 +81,7 @@ def bench_model(layers, hidden):
 
 
 def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
-    from ..train import Trainer, TrainOptions
+    from ..trainer import Trainer, TrainOptions
 
     ids = np.random.default_rng(1).integers(0, VOCAB, 400_000).astype(np.uint8)
     model, vocab = bench_model(layers, hidden)

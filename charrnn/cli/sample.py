@@ -7,9 +7,18 @@ import sys
 
 import click
 
-from .common import (adapt_lr_option, check_adapt_lr, fail, finite, load_or_fail,
-                     note_compiling, set_threads, stdout_is_terminal, threads_option,
-                     write_stdout)
+from .common import (
+    adapt_lr_option,
+    check_adapt_lr,
+    fail,
+    finite,
+    load_or_fail,
+    note_compiling,
+    set_threads,
+    stdout_is_terminal,
+    threads_option,
+    write_stdout,
+)
 
 
 @click.command()

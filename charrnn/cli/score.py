@@ -5,8 +5,17 @@ from __future__ import annotations
 import click
 
 from .. import defaults
-from .common import (adapt_lr_option, check_adapt_lr, fail, json_option, load_or_fail,
-                     note_compiling, set_threads, threads_option, write_stdout)
+from .common import (
+    adapt_lr_option,
+    check_adapt_lr,
+    fail,
+    json_option,
+    load_or_fail,
+    note_compiling,
+    set_threads,
+    threads_option,
+    write_stdout,
+)
 
 
 @click.command()

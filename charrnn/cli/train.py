@@ -59,8 +59,7 @@ def train(ctx, corpus, output, resume, force, init_from, max_vocab, min_count, t
     """
     from ..distributed import communicator, threads_per_rank
     from ..signals import exit_on_signals, restore_signals
-    from ..training_run import (AllRanks, RunError, RunRequest, default_output,
-                                parse_duration)
+    from ..training_run import AllRanks, RunError, RunRequest, default_output, parse_duration
     try:
         comm = communicator()
     except RuntimeError as error:

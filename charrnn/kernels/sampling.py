@@ -36,7 +36,8 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
     for v in range(V):
         probs[v] = 0.0 if banned[v] else np.exp(logits[v] * inv_temperature - top)
     if (top_k > 0 and top_k < V) or top_p < 1.0:
-        order = np.argsort(-probs, kind="mergesort")  # most likely first; stable: ties keep id order
+        # most likely first; stable: ties keep id order
+        order = np.argsort(-probs, kind="mergesort")
         keep = V
         if top_k > 0 and top_k < V:
             keep = top_k

@@ -14,15 +14,14 @@ import json
 
 import numpy as np
 import pytest
+from clitools import assert_fails, run
 
-from charrnn.model import Model, ModelConfig
 from charrnn.bench import quality as bench_quality
 from charrnn.checkpoint import load_trained
+from charrnn.model import Model, ModelConfig
 from charrnn.sample import Decoding, Sampler
 from charrnn.score import AdaptiveScorer, adapted_to, score_text
 from charrnn.vocab import Vocab
-
-from test_cli import assert_fails, run
 
 CHARS = "abcdefgh \n"
 
@@ -191,7 +190,7 @@ def test_bad_rates_and_segments_are_refused(toy):
 # ------------------------------------------------------------------------ the command
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from test_cli import english_text, tiny_model
+    from clitools import english_text, tiny_model
     return tiny_model(tmp_path_factory.mktemp("adapt"), english_text(), "m")
 
 

@@ -22,12 +22,12 @@ import pytest
 from click.testing import CliRunner
 
 import charrnn.signals
-import charrnn.train
+import charrnn.trainer
 from charrnn.checkpoint import load_trained
 from charrnn.cli import cli
 from charrnn.corpus import corpus_ids, split_ids
 from charrnn.model import Model, ModelConfig
-from charrnn.train import Trainer, TrainOptions, best_path
+from charrnn.trainer import Trainer, TrainOptions, best_path
 from charrnn.vocab import Vocab
 
 SMALL = ["--hidden", "16", "--layers", "2", "--embed", "8", "--seq-len", "16",
@@ -157,7 +157,7 @@ def test_validation_does_not_change_the_trajectory(corpus, tmp_path):
 def scripted_evaluate(monkeypatch, values):
     """Replace validation by a script of bits/char values, one per evaluation."""
     script = iter(values)
-    monkeypatch.setattr(charrnn.train, "evaluate", lambda *args, **kwargs: next(script))
+    monkeypatch.setattr(charrnn.trainer, "evaluate", lambda *args, **kwargs: next(script))
 
 
 def test_best_checkpoint_holds_the_best_validation_state(corpus, tmp_path, monkeypatch):

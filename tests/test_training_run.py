@@ -9,8 +9,17 @@ from types import SimpleNamespace
 import pytest
 
 from charrnn.cli.train import click_error
-from charrnn.training_run import (AllRanks, BadOption, RunError, RunRequest, RunUsageError,
-                          architecture_conflicts, checked_base, refuse_to_overwrite, settle)
+from charrnn.training_run import (
+    AllRanks,
+    BadOption,
+    RunError,
+    RunRequest,
+    RunUsageError,
+    architecture_conflicts,
+    checked_base,
+    refuse_to_overwrite,
+    settle,
+)
 
 
 class TwoRanks:

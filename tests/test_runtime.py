@@ -1,14 +1,25 @@
-"""Where compiled kernels are cached: a directory named after every kernel source, so an
-edit to one kernel file never leaves stale inlined copies of it in another's cache."""
+"""Process set-up (charrnn.runtime): where compiled kernels are cached (a directory named
+after every kernel source, so an edit to one kernel file never leaves stale inlined
+copies of it in another's cache), and BLAS at one thread during charrnn's calls."""
 
+import ast
 import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import charrnn
-from charrnn.runtime import (KERNEL_CACHE_KEEP_DAYS, kernel_cache_name, key_kernel_cache,
-                     prune_kernel_caches)
+from charrnn.runtime import (
+    KERNEL_CACHE_KEEP_DAYS,
+    kernel_cache_name,
+    key_kernel_cache,
+    prune_kernel_caches,
+)
 
 KERNELS = Path(charrnn.__file__).resolve().parent / "kernels"
 
@@ -61,3 +72,37 @@ def test_caches_of_other_sources_unused_for_weeks_are_pruned(tmp_path):
         "numba-00000000000000bb", "numba-00000000000000cc", "numba-notahash", "other"]
     assert (tmp_path / "numba-00000000000000cc").stat().st_mtime > now - day  # marked used
     prune_kernel_caches(tmp_path / "missing", "numba-00000000000000cc")  # no error
+
+
+BLAS_SCRIPT = """
+import numpy  # before charrnn: its BLAS has started its threads
+import charrnn.runtime as runtime
+controls = runtime.openblas_thread_controls()
+for _, set_count in controls:
+    set_count(2)
+before = [get() for get, _ in controls]
+with runtime.one_blas_thread_now():
+    inside = [get() for get, _ in controls]
+print(len(controls), before, inside, [get() for get, _ in controls])
+"""
+
+
+@pytest.mark.parametrize("user_setting", [None, "3"])
+def test_blas_runs_one_thread_in_charrnns_calls_and_the_hosts_count_after(user_setting):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if user_setting:
+        env["OPENBLAS_NUM_THREADS"] = user_setting
+    done = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, before, inside, after = done.stdout.split(" ", 1)[0], *eval_lists(done.stdout)
+    if count == "0":
+        pytest.skip("no OpenBLAS found in this process (another BLAS, or not Linux)")
+    assert before == after == [2] * len(before)
+    # a user's own setting is theirs to keep; otherwise charrnn's calls run one thread
+    assert inside == (before if user_setting else [1] * len(before))
+
+
+def eval_lists(line: str):
+    return [ast.literal_eval(part) for part in re.findall(r"\[[^\]]*\]", line)]
