@@ -39,7 +39,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 test: install ## run the test suite
 	$(PY) -m pytest -q
 
-test-fast: install ## the tests not marked slow or mpi (about a minute on a warm cache)
+test-fast: install ## the tests not marked slow or mpi (about 20 s on a warm kernel cache)
 	$(PY) -m pytest -q -m "not slow and not mpi"
 
 lint: install ## ruff over the package and the tests (ruff.toml)

@@ -330,6 +330,7 @@ def host_env(**changes):
     return env
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("user_blas", [None, "3"])
 def test_import_leaves_signals_and_allocator_alone(trained, model, tmp_path, user_blas):
     env = host_env(**({"OPENBLAS_NUM_THREADS": user_blas} if user_blas else {}))

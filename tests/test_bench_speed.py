@@ -21,6 +21,7 @@ def tiny_configs(monkeypatch):
     monkeypatch.setattr(bench, "STARTUP_RUNS", 1)
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
     result = CliRunner().invoke(cli, ["bench", "--config", "M", "--extras", "--no-torch",
                                       "--seconds", "0.5", "--json", "--threads", "2"])

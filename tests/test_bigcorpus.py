@@ -77,6 +77,7 @@ def test_a_second_run_reuses_the_cached_ids_and_trains_the_same(corpus, tmp_path
                           load_trained(tmp_path / "b.ckpt")[0].flat)
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_cat_of_two_files_trains_like_the_joined_file(tmp_path, tiny_text, corpus_cache):
     if not CONSOLE_SCRIPT.exists():
         pytest.skip(f"{CONSOLE_SCRIPT} is not installed (run `make install`)")

@@ -53,6 +53,7 @@ def command_line(console_script, trained, words):
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("words", STDOUT_COMMANDS)
 @pytest.mark.parametrize("redirect, message", [
     ("> /dev/full", "No space left on device"), (">&-", "it is closed")])
@@ -64,6 +65,7 @@ def test_unwritable_stdout_fails_in_one_line(trained, console_script, words, red
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("words", STDOUT_COMMANDS)
 def test_every_command_ends_quietly_when_the_reader_has_gone(trained, console_script, words):
     # The reader exits before the command writes: every command, not only sample,

@@ -247,6 +247,7 @@ def test_beam_wider_than_the_vocabulary_finds_the_most_likely_two_characters(tra
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("seed", [["--seed", "1"], []])
 def test_endless_sample_into_head_ends_quietly(trained, console_script, tmp_path, seed):
     done = shell(f"'{console_script}' sample '{trained.ckpt}' -n 0 --threads 1 {' '.join(seed)}"
@@ -264,6 +265,7 @@ def test_endless_sample_into_head_ends_quietly(trained, console_script, tmp_path
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("env", [{"LC_ALL": "C"}, {"LC_ALL": "C", "PYTHONIOENCODING": "ascii"}])
 def test_chinese_prime_and_output_survive_a_pipe(chinese, console_script, env):
     prime = "春眠不觉晓，"

@@ -98,6 +98,7 @@ def test_score_per_line_writes_one_line_per_input_line(trained, text, lines):
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_chinese_score_through_a_pipe(chinese, console_script):
     line = chinese.text.splitlines()[0]
     done = subprocess.run([console_script, "score", str(chinese.ckpt), "--per-line"],

@@ -208,6 +208,7 @@ def test_log_appends_one_json_object_per_evaluation(trained, tmp_path):
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_a_diverging_run_says_so_without_numpy_warnings(trained, console_script, tmp_path):
     done = shell(f"'{console_script}' train '{trained.corpus}' -o '{tmp_path}/m.ckpt' "
                  + " ".join(TINY) + " --lr 1e30 --quiet", env=script_env())
@@ -218,6 +219,7 @@ def test_a_diverging_run_says_so_without_numpy_warnings(trained, console_script,
 
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_stdin_is_spooled_exits_128_plus_it_and_removes_the_spool(
         console_script, tmp_path, signum):

@@ -104,6 +104,7 @@ def test_commands_note_on_stderr_and_train_quiet_does_not(tiny_ckpt, tmp_path, m
     assert commands == ["train", "sample", "score"]
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_cold_cache_says_compiling_once_then_never(tiny_ckpt, tmp_path):
     if not CONSOLE_SCRIPT.exists():
         pytest.skip(f"{CONSOLE_SCRIPT} is not installed (run `make install`)")

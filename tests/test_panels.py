@@ -75,6 +75,7 @@ print(VECTOR_BYTES, ROWS_PER_TILE, "ok")
 """
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_products_on_a_cpu_without_avx512(tmp_path):
     # Most laptops have AVX2 but not AVX-512: there the tiles use 32-byte vectors and
     # 4 rows. Compile for such a CPU (Haswell) in a child process and check them.

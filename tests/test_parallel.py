@@ -93,6 +93,7 @@ def run_script(script, **env):
     return done.stdout.split()
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_the_team_is_gnu_openmp_and_leaves_the_environment_as_it_was():
     script = ("import os; from charrnn import parallel; size = parallel.team_size(); "
               "print(size, os.environ.get('GOMP_SPINCOUNT'))")
@@ -107,6 +108,7 @@ def test_the_team_is_gnu_openmp_and_leaves_the_environment_as_it_was():
     assert run_script(script, OMP_THREAD_LIMIT="1")[0] in ("0", "1")
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_the_team_gives_each_part_a_thread_whatever_the_caller_set_before():
     # Two threads, a batch of one row at 128 units: its layers' parts run on the team,
     # even after the caller shrank Numba's team to one thread or asked for chunks.
@@ -175,6 +177,7 @@ def test_a_part_that_raises_releases_the_meetings_of_the_others(threads):
     assert outcome == ["part 1 stopped"] and passed == [0]
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
 def test_a_child_forked_after_the_team_and_the_pool_started_trains_on_a_new_pool():
     # GNU OpenMP is not fork-safe: Numba ends a forked child that enters a parallel

@@ -128,6 +128,7 @@ def test_adapting_learns_a_texts_own_habits(toy):
     assert adapted["nats_per_char"] < static["nats_per_char"] - 0.25
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_adapting_matches_pytorch_taking_the_same_steps():
     # An independent implementation of the same protocol, the one bench_quality's peer
     # adapts by: PyTorch's LSTM and Adam, in float64, from charrnn's weights.

@@ -309,6 +309,7 @@ def test_divergence_before_the_first_save_keeps_a_good_checkpoint(corpus, tmp_pa
 
 
 # -------------------------------------------------------------------------- signals
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_that_loads_and_resumes(corpus, tmp_path, signum):
     if not CONSOLE_SCRIPT.exists():
@@ -344,6 +345,7 @@ def test_signal_saves_a_checkpoint_that_loads_and_resumes(corpus, tmp_path, sign
     assert resumed["step"] == state["step"] + 3
 
 
+@pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_sigkill_at_any_moment_leaves_a_checkpoint_that_loads_and_resumes(corpus, tmp_path):
     """kill -9 cannot be caught: only the atomic write protects the file. Kill a run
     that saves every step at several moments after its first checkpoint."""
