@@ -229,7 +229,9 @@ def train(corpus: str, output: str | None = None, progress=None, *, resume: bool
     if log:
         callbacks.append(JsonlLog(log))
     try:
-        with one_blas_thread_now():
+        with one_blas_thread_now(), warnings.catch_warnings():
+            # A diverging run overflows in numpy's products; the run says so itself.
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"charrnn\.")
             trainer, _ = prepare_run(LocalComm(), request, None)
             try:
                 run_training(trainer, lambda event: [callback(event) for callback in callbacks],

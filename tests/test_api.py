@@ -18,6 +18,7 @@ import pytest
 from clitools import TINY, assert_fails, run, sample
 
 import charrnn
+import charrnn.api
 from charrnn import api, parallel
 from charrnn.checkpoint import CheckpointError, load_trained
 from charrnn.training_run import BadOption, RunError
@@ -219,6 +220,19 @@ def test_train_refuses_an_existing_output_unless_forced(trained, tmp_path):
     forced = api.train(str(trained.corpus), str(output), force=True,
                            **{**TINY_OPTIONS, "steps": 3})
     assert forced.info()["step"] == 3
+
+
+@pytest.mark.parametrize("problem", ["missing corpus", "diverges"])
+def test_train_failures_are_run_errors_with_the_commands_line(trained, tmp_path, problem):
+    # With one process, failures every rank would share come out as themselves.
+    corpus = tmp_path / "none.txt" if problem == "missing corpus" else trained.corpus
+    options = {**TINY_OPTIONS, **({"lr": 1e30} if problem == "diverges" else {})}
+    with pytest.raises(RunError) as caught:
+        charrnn.api.train(str(corpus), str(tmp_path / "x.ckpt"), **options)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert ("none.txt" in message) if problem == "missing corpus" else \
+        ("not finite" in message)
 
 
 def test_train_without_o_writes_corpus_ckpt_and_says_how_to_sample(trained, tmp_path,
