@@ -90,6 +90,25 @@ def openblas_thread_controls() -> list:
     return controls
 
 
+def blas_kernels() -> str:
+    """Which OpenBLAS kernels this process runs, per library loaded (e.g. numpy's and
+    scipy's): 'SkylakeX x1, Haswell x1', from OpenBLAS's own report of its core name;
+    'unknown' where none is found. For benchmarks, which must say which BLAS ran."""
+    openblas_thread_controls()  # loads what is mapped now
+    names = []
+    for path, controls in sorted(_CONTROLS_BY_LIBRARY.items()):
+        library = ctypes.CDLL(path)
+        for prefix in ("openblas", "scipy_openblas"):
+            for suffix in ("", "64_"):
+                corename = getattr(library, f"{prefix}_get_corename{suffix}", None)
+                if corename is None:
+                    continue
+                corename.restype = ctypes.c_char_p
+                threads = controls[0][0]() if controls else "?"
+                names.append(f"{corename().decode(errors='replace')} x{threads}")
+    return ", ".join(names) or "unknown"
+
+
 def thread_controls_of(path: str) -> list:
     try:
         library = ctypes.CDLL(path)

@@ -106,3 +106,15 @@ def test_blas_runs_one_thread_in_charrnns_calls_and_the_hosts_count_after(user_s
 
 def eval_lists(line: str):
     return [ast.literal_eval(part) for part in re.findall(r"\[[^\]]*\]", line)]
+
+
+def test_blas_kernels_names_the_kernel_openblas_chose():
+    script = "import numpy, scipy.linalg, charrnn.runtime as r; print(r.blas_kernels())"
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "unknown":
+        pytest.skip("no OpenBLAS found in this process (another BLAS, or not Linux)")
+    assert [name.split(" x")[0] for name in done.stdout.strip().split(", ")] == \
+        ["Haswell"] * len(done.stdout.split(", "))
