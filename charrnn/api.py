@@ -13,7 +13,6 @@ runs with one thread per BLAS call (runtime.one_blas_thread_now).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 
@@ -153,10 +152,6 @@ def one_blas_thread_each(pieces):
         if piece is None:
             return
         yield piece
-
-
-def score_as_json(result: dict) -> str:
-    return json.dumps(result)
 
 
 def check_decoding(n, temperature, top_k, top_p, stops, beam, adapt_lr) -> None:

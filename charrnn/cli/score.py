@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from .. import defaults
@@ -40,7 +42,6 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
     charrnn score model.ckpt val.txt --adapt
     charrnn score model.ckpt --per-line < lines.txt | sort -n | head
     """
-    from ..api import score_as_json
     from ..textfile import CorpusError, read_text
 
     if adapt and per_line:
@@ -60,7 +61,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
         return
     result = model.score(text, adapt=adapt, adapt_lr=adapt_lr)
     if as_json:
-        write_stdout(score_as_json(result) + "\n")
+        write_stdout(json.dumps(result) + "\n")
     else:
         write_stdout(f"{result['bits_per_char']:.4f} bits/char "
                      f"({result['nats_per_char']:.4f} nats/char) over {result['chars']} "
