@@ -90,6 +90,28 @@ def openblas_thread_controls() -> list:
     return controls
 
 
+# What an AVX2-only CPU lacks of a newer one's features (Numba's feature names).
+BEYOND_AVX2 = ("avx512", "amx", "avx10")
+
+
+def avx2_environment() -> dict | None:
+    """Environment variables that make a child process run as on a CPU with AVX2 but not
+    AVX-512 (a laptop, most cloud VMs): Numba compiles for Haswell with this host's
+    features short of AVX-512, into a kernel cache of its own; OpenBLAS takes its
+    Haswell kernels; PyTorch and oneDNN are capped at AVX2. None when this CPU cannot
+    run AVX2 code."""
+    import llvmlite.binding as llvm
+    features = [feature for feature in llvm.get_host_cpu_features().flatten().split(",")
+                if not any(word in feature for word in BEYOND_AVX2)]
+    if "+avx2" not in features or "+fma" not in features:
+        return None
+    cache = os.environ.get("NUMBA_CACHE_DIR")
+    return {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ",".join(features),
+            **({"NUMBA_CACHE_DIR": cache.rstrip(os.sep) + "-avx2"} if cache else {}),
+            "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def blas_kernels() -> str:
     """Which OpenBLAS kernels this process runs, per library loaded (e.g. numpy's and
     scipy's): 'SkylakeX x1, Haswell x1', from OpenBLAS's own report of its core name;

@@ -47,7 +47,9 @@ def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
     assert scaling["target_min_ratio"] == 1.6
 
     lines = [bench.format_row(row) for row in (config, startup, rss, scaling)]
-    assert lines[0].startswith(" M 1x8 batch 4x8 float32 threads 2 | train ")
+    isa = "AVX-512" if config["isa"] == "AVX-512" else "AVX2"
+    assert lines[0].startswith(f" M 1x8 batch 4x8 float32 {isa} threads 2 | train ")
+    assert config["isa"] in ("AVX-512", "AVX2") and config["blas"]
     assert f"first character after {startup['first_char_s']:.2f} s" in lines[1]
     assert lines[1].endswith("| target <= 1.0 s")
     assert f"charrnn {rss['peak_rss_mb']:,.0f} MiB (torch not measured)" in lines[2]
@@ -95,3 +97,29 @@ def test_peak_rss_is_the_high_water_mark():
     block = np.ones(int((before - resident_mb() + 64) * (1 << 20)), np.uint8)  # touched
     del block
     assert bench.peak_rss_mb() >= before + 60
+
+
+def test_isa_avx2_runs_the_same_options_in_a_child_compiled_for_avx2(monkeypatch):
+    import subprocess
+
+    from charrnn import runtime
+    if runtime.avx2_environment() is None:
+        pytest.skip("this CPU cannot run AVX2 code")
+    calls = []
+
+    def fake_run(command, env):
+        calls.append((command, env))
+        return subprocess.CompletedProcess(command, 3)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    result = CliRunner().invoke(cli, ["bench", "--config", "S", "--config", "B1", "--isa",
+                                      "avx2", "--seconds", "2", "--no-torch", "--json"])
+    assert result.exit_code == 3  # the child's
+    (command, env), = calls
+    assert command[-9:] == ["bench", "--config", "S", "--config", "B1", "--seconds", "2.0",
+                            "--json", "--no-torch"]
+    assert env["NUMBA_CPU_NAME"] == "haswell" and env["OPENBLAS_CORETYPE"] == "Haswell"
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert "+avx2" in env["NUMBA_CPU_FEATURES"].split(",")
+    assert not [f for f in env["NUMBA_CPU_FEATURES"].split(",") if "avx512" in f]
+    # compiled code for another target must not share the native path's cache
+    assert env["NUMBA_CACHE_DIR"] == os.environ["NUMBA_CACHE_DIR"].rstrip(os.sep) + "-avx2"

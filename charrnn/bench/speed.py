@@ -46,14 +46,15 @@ SCALING_TARGET_RATIO = 1.6  # training L: chars/s on 2 threads / on 1
 
 
 def blas_description() -> str:
-    """Which BLAS kernels numpy/scipy run, as threadpoolctl reports them (if installed)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (pip install threadpoolctl to report it)"
-    seen = {f"{p.get('internal_api')} {p.get('version')} {p.get('architecture')} "
-            f"x{p.get('num_threads')}" for p in threadpool_info() if p.get("user_api") == "blas"}
-    return "; ".join(sorted(seen)) or "none found"
+    """Which OpenBLAS kernels numpy and scipy run, and their threads."""
+    from ..runtime import blas_kernels
+    return blas_kernels()
+
+
+def kernel_isa() -> str:
+    """The vector width charrnn's kernels were compiled for (kernels/panels.py)."""
+    from ..kernels.panels import VECTOR_BYTES
+    return "AVX-512" if VECTOR_BYTES == 64 else "AVX2"
 
 
 def timed(step, seconds: float, burn_in: int = 3) -> tuple[float, int]:
@@ -162,7 +163,7 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
     from ..parallel import thread_count
     layers, hidden, batch, seq = CONFIGS[name]
     row = {"config": name, "layers": layers, "hidden": hidden, "batch": batch, "seq": seq,
-           "dtype": "float32", "threads": thread_count(), "blas": blas_description(),
+           "dtype": "float32", "threads": thread_count(), "isa": kernel_isa(),
            "train_chars_per_s": charrnn_train(layers, hidden, batch, seq, seconds)}
     if batch > 1:
         # the default precision's figure, and both precisions' for comparison
@@ -180,6 +181,7 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
     if "torch_sample_chars_per_s" in row:
         row["sample_ratio"] = row["sample_chars_per_s"] / max(
             row["torch_sample_chars_per_s"], row["torch_sample_no_onednn_chars_per_s"])
+    row["blas"] = blas_description()  # after the runs: scipy's loads with the kernels
     return row
 
 
@@ -344,7 +346,8 @@ def format_row(row: dict) -> str:
     if "measure" in row:
         return {"startup": format_startup, "peak_rss": format_peak_rss,
                 "thread_scaling": format_thread_scaling}[row["measure"]](row)
-    head = (f"{shape_text(row['config'], 2)} {row['dtype']} threads {row['threads']} | train "
+    head = (f"{shape_text(row['config'], 2)} {row['dtype']} {row['isa']} threads "
+            f"{row['threads']} | train "
             f"{row['train_chars_per_s']:,.0f} chars/s")
     if "torch_train_chars_per_s" in row:
         head += (f" (torch {row['torch_train_chars_per_s']:,.0f}, ratio "
