@@ -20,10 +20,8 @@ import contextlib
 import os
 
 NOTE = "charrnn: compiling kernels for this machine (first run only, about {seconds} s)..."
-# Cold-cache compile time of each command on a 2-core machine; the model's size does not
-# change it (the kernels are compiled for their argument types, not their shapes), the
-# batch may: measured train 13 s with the defaults (24 s at batch 1, which also
-# compiles the team's kernels), sample 9 s, score 12 s; bench --config all 42 s.
+# Each command's cold-cache compile time, rounded: it depends on the argument types the
+# kernels meet, not the model's size (measured: docs/development.md, "The kernel cache").
 COMPILE_SECONDS = {"train": 15, "sample": 9, "score": 12, "bench": 40}
 SILENCE_VARIABLE = "CHARRNN_NO_COMPILE_NOTE"
 KERNELS_MODULE = __name__.rpartition(".")[0] + ".kernels"  # charrnn.kernels

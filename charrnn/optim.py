@@ -17,11 +17,10 @@ from .kernels.optim import (
 SCHEDULES = ("auto", "constant", "cosine", "step")
 NORM_BLOCK = 1 << 16  # elements per partial sum of the gradient norm
 NORM_BLOCKS_PER_THREAD = 8  # fewer: handing blocks to a thread costs more than it saves
-# Adam splits its update among threads from twice this many parameters: a hand-off
-# costs 35-200 us here, and 243k parameters took 160 us on one thread, 187 on two
-# (3.3M: 1,884 vs 1,044 us).
+# Adam splits its update among threads from twice this many parameters: below, a
+# hand-off costs more than it saves (docs/threads-and-kernels.md, "The optimizer").
 ADAM_MIN_PER_THREAD = 1 << 18
-ADAM_MIN_PER_TEAM_THREAD = 1 << 14  # on Numba's team, which starts in ~2 us (parallel.py)
+ADAM_MIN_PER_TEAM_THREAD = 1 << 14  # on Numba's team, which starts sooner (parallel.py)
 
 
 def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | None,

@@ -6,11 +6,11 @@ plain threads run them in parallel. This replaces multi-threaded BLAS, whose poo
 per-step products. Every piece writes only its own rows; partial sums are merged
 serially.
 
-Handing a piece to a pool thread costs 35-200 us on this VM (a sleeping thread's
-wake-up, then the GIL). Compiled loops that run often and briefly (a batch-1 layer's
-time loop, Adam, matrix products of few rows) therefore start on Numba's own thread
-team instead, a prange over the parts (`*_team` kernels), which starts in about 2 us
-with no GIL involved; see team_runs for when that is allowed.
+Handing a piece to a pool thread costs a sleeping thread's wake-up and the GIL, so
+compiled loops that run often and briefly (a batch-1 layer's time loop, Adam, matrix
+products of few rows) start on Numba's own thread team instead, a prange over the parts
+(`*_team` kernels), with no GIL involved; see team_runs for when that is allowed. The
+measurements behind each threshold: docs/threads-and-kernels.md, "Threads".
 """
 
 from __future__ import annotations
@@ -79,10 +79,8 @@ def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
     Pieces need no meetings and only two hand-offs per step, but every thread streams
     all of each Wh every step; splitting units keeps each thread's share of Wh in its
     own cache, but the threads meet once per time step and hand off at every stage.
-    Forward + backward per step, 2 threads, LSTM (best of 3, two runs each): 256 units,
-    batch 32 x 64: pieces 41.9-42.9 ms, units 44.8-51.2; 384: 90-91 vs 94-98 at batch
-    32, 118 vs 112 at batch 50; 512 x batch 50: 210 vs 197. A batch of one row has no
-    pieces: its layers split their units instead (layer_units; scoring a text)."""
+    Pieces win below PIECES_BELOW_WIDTH units (docs/threads-and-kernels.md). A batch of
+    one row has no pieces: its layers split their units instead (layer_units)."""
     if units >= PIECES_BELOW_WIDTH:
         return [(0, rows)]
     return row_ranges(rows, 1)
@@ -92,12 +90,9 @@ def layer_units(units: int) -> list[tuple[int, int]]:
     """The (j0, j1) unit ranges of a recurrent layer, one per thread; the threads meet
     once per step. Boundaries fall on multiples of UNIT_ALIGN, so each thread writes its
     own cache lines of the shared arrays. Layers split from TEAM_SPLIT_WIDTH units when
-    the parts start on Numba's team (team_runs), else from UNIT_SPLIT_WIDTH: at batch 1
-    and 128 units (B1), parts handed to the pool lost to one thread (2.24-2.27 vs
-    1.65-1.75 ms per train step), while two on the team beat it (`charrnn bench --config
-    B1`, side by side: 34.4-34.7k vs 30.2-30.9k chars/s). At 64 units two parts on the
-    team were slower (a batch-1 time loop: 64 vs 54 us). Inside a batch piece there is one thread
-    (one_thread_per_piece)."""
+    the parts start on Numba's team (team_runs), else from UNIT_SPLIT_WIDTH: narrower
+    layers lose more to the meetings than they gain (docs/threads-and-kernels.md).
+    Inside a batch piece there is one thread (one_thread_per_piece)."""
     if units < min(TEAM_SPLIT_WIDTH, UNIT_SPLIT_WIDTH):
         return [(0, units)]
     ranges = unit_ranges(units)
@@ -169,7 +164,7 @@ def _team_fits(parts: int) -> bool:
 def team_size() -> int:
     """How many threads Numba's team may have if its threading layer is GNU OpenMP
     (chosen here when the user did not choose a layer), else 0. The first call loads
-    the layer (~10 ms)."""
+    the layer."""
     global _team_size, _team_pid
     if _team_size is None:
         _team_size, _team_pid = _load_team(), os.getpid()
@@ -181,14 +176,12 @@ def _load_team() -> int:
     largest size if it is GNU OpenMP (the one measured), else 0.
 
     After a parallel region GNU OpenMP's threads spin for GOMP_SPINCOUNT iterations
-    before they sleep: by default about 6 ms here, in which a spinning thread takes a
-    core from the pool threads that run the next step's batch pieces; a thread that
-    slept must be woken (tens of us here) at the next call. TEAM_SPIN_COUNT spins about
-    300 us, which covers most gaps between a batch-1 step's team calls. Measured, chars/s
-    with spin counts 3,000 / 15,000 / GNU's default: S 339k / 330k / 195k, M 136k / 135k
-    / 117k, B1 27.0k / 28.9k / 30.3k. libgomp reads the variable once, when loaded; it is
-    then taken out of the environment again, so child processes (the PyTorch peer of
-    `bench`) keep their own default."""
+    before they sleep; by default long enough to take a core from the pool threads that
+    run the next step's batch pieces, while a thread that slept must be woken at the
+    next call. TEAM_SPIN_COUNT covers most gaps between a batch-1 step's team calls
+    (the spin counts measured: docs/threads-and-kernels.md). libgomp reads the variable
+    once, when loaded; it is then taken out of the environment again, so child
+    processes (the PyTorch peer of `bench`) keep their own default."""
     import numba
 
     if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("1", "true", "yes", "on"):
@@ -299,15 +292,9 @@ def team_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     Numba's team (kernels/products.py), if that runs here and the product is large
     enough; returns whether it did. For products of few rows, which the pool does not
     split. Anything else (other dtypes, mismatched shapes, an out that overlaps an
-    operand, strided operands) is left to numpy.
-
-    Batch-1 training steps (2 x 128, 1 x 50, float32; 8 rounds of 300 steps, the
-    variants alternating in one process), min / median us per step in three runs: one
-    thread's BLAS 1,741 / 1,794, 1,623 / 1,694, 1,630 / 1,757; on the team 1,544 /
-    1,632, 1,492 / 1,606, 1,553 / 1,689. Alone and in cache, the panel products on two
-    threads are up to twice as fast as one BLAS call (50 x 128 @ 128 x 512: 28 vs
-    55 us), but in a step much of the time goes to reading what the other core wrote,
-    and products below MIN_TEAM_PRODUCT lost (50 x 64 @ 64 x 512: 64 vs 45 us)."""
+    operand, strided operands) is left to numpy, as are products below
+    MIN_TEAM_PRODUCT, where reading what the other core wrote costs more than the split
+    saves (docs/threads-and-kernels.md, "Products of few rows")."""
     if (thread_count() == 1 or a.shape[0] * a.shape[1] * b.shape[1] < MIN_TEAM_PRODUCT
             or out.dtype not in (np.float32, np.float64) or not a.dtype == b.dtype == out.dtype
             or a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1])):

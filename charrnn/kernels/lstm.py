@@ -12,7 +12,7 @@ Each call handles the units j0:j1 (U = j1 - j0 of them), so threads that split a
 units share these functions; arrays called full-width span all H units, the others only
 these U (see recurrent.py). Loops run over views indexed from 0: an index like
 j0 + u might be negative as far as LLVM knows, and Numba's wraparound for negative
-indices then keeps the loop scalar (measured 5x slower).
+indices then keeps the loop scalar (docs/threads-and-kernels.md, "Cells").
 """
 
 from numba import njit
@@ -27,7 +27,7 @@ def lstm_block_forward(gx, gh, bn, h_prev, c_prev, h_out, c_out, acts, aux, j0, 
     (N, H). Outputs: h_out, c_out (N, H), acts (N, 4H), aux (N, H), units j0:j1 only.
     h_out/c_out may alias h_prev/c_prev: each element is read before it is written.
     Written as short passes over few arrays each: LLVM vectorises those, but gives up on
-    one loop that touches nine arrays (too many runtime alias checks), measured 1.8x."""
+    one loop that touches nine arrays (too many runtime alias checks)."""
     N, H = h_out.shape
     U = j1 - j0
     for n in range(N):

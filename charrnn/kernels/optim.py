@@ -14,9 +14,8 @@ def adam_update(params, grads, m, v, coefficients):
     Inputs: grads (P); coefficients, in the parameters' dtype: beta1, 1 - beta1, beta2,
     1 - beta2, the step size lr * sqrt(1 - beta2**t) / (1 - beta1**t) and
     eps * sqrt(1 - beta2**t). In/out: params, m, v (P).
-    The coefficients come in the buffers' dtype so no element is widened: with float64
-    constants every float32 element went through float64, and Adam's step for 243k
-    parameters (2 threads) took 226 us instead of 160."""
+    The coefficients come in the buffers' dtype so no element is widened to float64
+    (docs/threads-and-kernels.md, "The optimizer")."""
     beta1, rest1, beta2, rest2 = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
     step_size, eps = coefficients[4], coefficients[5]
     for k in range(params.shape[0]):
@@ -29,8 +28,8 @@ def adam_update(params, grads, m, v, coefficients):
 @njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 def adam_update_team(params, grads, m, v, coefficients, bounds):
     """adam_update of elements bounds[k, 0]:bounds[k, 1] for every k, on Numba's
-    thread team (parallel.py): it starts in about 2 us, where a Python thread's
-    hand-off cost as much as splitting saved below ~500k parameters."""
+    thread team (parallel.py), which starts far sooner than a Python thread takes a
+    hand-off."""
     for k in prange(bounds.shape[0]):
         lo, hi = bounds[k, 0], bounds[k, 1]
         adam_update(params[lo:hi], grads[lo:hi], m[lo:hi], v[lo:hi], coefficients)
@@ -45,9 +44,9 @@ def _lane_sums_of_squares(typingctx, x, start, stop, lanes):
     below stop (stop - start a multiple of LANES), each one fused multiply-add per k.
 
     LLVM IR (as in panels.py): Numba keeps a reduction scalar, one add waiting for the
-    last (0.4 ns per element even with four running sums); a vector of 16 float64 sums
-    is a fixed order of additions however wide the CPU's vectors are (LLVM splits it
-    for AVX2), so the sum is the same on every machine. 65,536 elements: 24.6 -> 4.6 us."""
+    last; a vector of 16 float64 sums is a fixed order of additions however wide the
+    CPU's vectors are (LLVM splits it for AVX2), so the sum is the same on every
+    machine."""
     if not (isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
             and x.layout == "C" and isinstance(lanes, types.Array)
             and lanes.dtype == types.float64):

@@ -2,12 +2,11 @@
 
 A BLAS call per time step repacks the whole of Wh into its own panel format every call
 (50 calls per layer per batch), and its tiles fit large matrices, not the 16-50 rows a
-thread multiplies here: measured 60-95 GFLOP/s per core. Packing Wh once per training
-step instead, into column panels two vector registers wide, leaves a small loop per
-tile of rows x panel: per k, load the panel's two vectors of W, broadcast each row's
-x[r, k], and accumulate 2 * rows fused multiply-adds held in registers; store once at
-the end. Measured (1 core, float32, AVX-512): 150-175 GFLOP/s for 16-50 rows and
-K 128-512, 2-3x the BLAS call it replaces.
+thread multiplies here. Packing Wh once per training step instead, into column panels
+two vector registers wide, leaves a small loop per tile of rows x panel: per k, load
+the panel's two vectors of W, broadcast each row's x[r, k], and accumulate 2 * rows
+fused multiply-adds held in registers; store once at the end. The speeds of both:
+docs/threads-and-kernels.md, "The recurrent product: panels".
 
 Numba cannot hold vector registers across a loop, so the tile loop is LLVM IR built
 with llvmlite (an intrinsic, like the atomics in sync.py): plain vector loads, splats
@@ -216,8 +215,7 @@ def pack_unit_panels(W, gates, j0, j1, panels):
             u = 0
             while u < U:
                 run = min(PW - q, U - u)  # columns that fit this panel
-                # both sliced to the run: the copy then vectorizes (12.6 -> 5.0 us
-                # for 128 x 256 columns)
+                # both sliced to the run: the copy then vectorizes
                 source = W[k, g * H + j0 + u:g * H + j0 + u + run]
                 target = panels[p, k, q:q + run]
                 for r in range(run):
@@ -280,9 +278,8 @@ def panel_matmul(x, panels, out):
 def _rows_left(x, r, panels, out, rows):
     """The last rows (fewer than a tile), four panels at a time for one row and two for
     up to half a tile's rows, so at least eight sums are in flight and the sums and
-    weights still fit the registers: one row of 128 x 512 (a batch-1 step) took 3.04 us
-    one panel at a time, 2.64 us four at a time; 512 x 128, 2.33 vs 1.86 us. Beyond that
-    one row is bound by reading W from L2."""
+    weights still fit the registers (docs/threads-and-kernels.md). Beyond that one row
+    is bound by reading W from L2."""
     P = panels.shape[0]
     p = 0
     if rows == 1:

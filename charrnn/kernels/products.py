@@ -1,11 +1,10 @@
 """Matrix products of few rows (a batch of one: 50 rows), split by columns across
 Numba's thread team.
 
-At 50 rows a training step's products are too small to hand to a pool thread (35-200
-us per hand-off here), so they ran on one core while the other waited: at batch 1
-(2 x 128, batch 1 x 50) about a third of the step. The team starts in about 2 us, and
-the packed panel product (panels.py) of 50 rows beats the BLAS call even with its
-packing: 1 core, float32, 50 x 128 x 512: 38 + 5 us against 50 us.
+At 50 rows a training step's products are too small to hand to a pool thread, so they
+would run on one core while the other waits. The team starts far sooner, and the packed
+panel product (panels.py) of 50 rows beats the BLAS call even with its packing
+(docs/threads-and-kernels.md, "Products of few rows").
 """
 
 import numpy as np
@@ -43,8 +42,8 @@ def matmul_team(a, b, out, transpose_a, transpose_b, bounds):
 
 @njit(cache=True, nogil=True)
 def _transposed(a):
-    """a.T (K, M) as a new C-contiguous array, read along a's rows (Numba's own copy of
-    a transposed view took 64 us for 128 x 512 here)."""
+    """a.T (K, M) as a new C-contiguous array, read along a's rows (faster than Numba's
+    own copy of a transposed view)."""
     M, K = a.shape
     result = np.empty((K, M), a.dtype)
     for m in range(M):

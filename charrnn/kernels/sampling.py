@@ -137,8 +137,8 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     Every other step computes all layers' recurrent products first, top layer first:
     they need only the previous step's state, and the weights the step before read last
     (the top layers') are then read again while still in this core's cache instead of
-    all of them streaming from L3 every step. 2 x 512 in bfloat16 (3 MB of weights per
-    thread, 2 MB of L2 per core) went from 7.7-8.2k to 9.7-9.8k chars/s side by side.
+    all of them streaming from L3 every step (docs/threads-and-kernels.md, "The
+    sampling kernel").
     """
     L, H = h_pair.shape[1], h_pair.shape[2]
     GU, U, V = table0_units.shape[1], j1 - j0, by.shape[0]

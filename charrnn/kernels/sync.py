@@ -1,9 +1,9 @@
 """A spin barrier for threads that run one compiled time loop together.
 
 The recurrent product of a time step needs every unit of the previous step's state, so
-threads that split a layer's units meet once per step. A Python-level barrier costs
-50-77 us per meeting, as much as the step's arithmetic; this one is an atomic counter in
-an int64 array, a fraction of a microsecond while both threads are on a core. A waiter
+threads that split a layer's units meet once per step. A Python-level barrier costs as
+much as the step's arithmetic; this one is an atomic counter in an int64 array, a
+fraction of a microsecond while both threads are on a core. A waiter
 that spins long (the other thread was descheduled) yields its core with sched_yield, so
 an oversubscribed machine slows down instead of stalling.
 
