@@ -1,17 +1,15 @@
-"""Preparing corpora and cutting them into truncated-BPTT batches.
+"""Preparing corpora: counting characters and caching ids, ready for batches.py.
 
 Text comes from a path or '-' (stdin), decoded as UTF-8 unless told otherwise, chunk by
 chunk (textfile.py), so a corpus is never held whole for training: one
 streaming pass counts its code points (numpy bincount per chunk), a second writes its
 ids in the smallest integer type that fits to a cache file named after the content hash
 and the vocabulary, and training reads each batch from that file (IdFile). A second run
-on the same bytes only re-hashes them (hashlib, over 1 GB/s) and finds everything cached,
-once it has checked that no cached id lies past the vocabulary (a damaged file).
+on the same bytes only re-hashes them (hashlib; docs/corpora.md, "The id cache") and
+finds everything cached, once it has checked that no cached id lies past the vocabulary
+(a damaged file).
 
-The last `val_fraction` of the ids is the validation split (contiguous, so no
-validation text leaks into training). Training follows char-rnn/torch-rnn: the text is
-cut into N parallel streams, each batch is the next T characters of every stream, and
-the caller carries the hidden state from one batch to the next.
+The ids are then split and cut into truncated-BPTT batches by batches.py.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import os
 import re
 import secrets
 import tempfile
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -310,10 +307,9 @@ def prune_cache(cache: str, keep: str, days: float = CACHE_KEEP_DAYS) -> None:
 class IdFile:
     """A read-only 1-D id array kept in a file and read on demand: slicing gives
     another IdFile, numpy conversion reads the bytes. Nothing is mapped into memory, so
-    the process's RSS does not grow with the corpus. (A memory map's touched pages count
-    in RSS, and Linux 6.x maps a whole page-cache folio, up to 2 MB, for each one: 32
-    streams added ~40 MB at once on a 64 MB corpus, and a long run heads for the whole
-    file.) Reads go through the page cache, so a warm corpus costs no disk I/O."""
+    the process's RSS does not grow with the corpus (a memory map's touched pages count
+    in RSS, a whole page-cache folio each: docs/corpora.md, "Big corpora"). Reads go
+    through the page cache, so a warm corpus costs no disk I/O."""
 
     def __init__(self, path: str, dtype, start: int = 0, stop: int | None = None,
                  handle=None):
@@ -349,74 +345,11 @@ class IdFile:
 
 
 def largest_id(ids: IdFile) -> int:
-    """The largest id in ids (0 if none), read a chunk at a time: 17 ms per 100 MB of
-    uint8 ids in the page cache, under a third of re-hashing the corpus (61 ms)."""
+    """The largest id in ids (0 if none), read a chunk at a time: a fraction of the cost
+    of re-hashing the corpus (docs/corpora.md, "The id cache")."""
     step = CHUNK_BYTES * 16 // ids.dtype.itemsize  # ids per read: 16 MB
     return max((int(np.asarray(ids[start:start + step]).max())
                 for start in range(0, len(ids), step)), default=0)
-
-
-def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous split: the last val_fraction of ids is validation."""
-    n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
-
-
-@dataclass
-class BatchStream:
-    """Truncated-BPTT batches over one id array.
-
-    Stream s covers ids[s*S : s*S + S + 1] with S = (len(ids) - 1) // N; batch b is
-    x = ids[s*S + b*T : +T], y the same shifted by one. `cursor` is the index of the next
-    batch; when it passes the end it wraps to 0, and next_batch says so, because the
-    state carried to that point belongs to other text. ids is anything that slices into
-    arrays: an ndarray, or an IdFile, of which a batch reads N windows of T + 1 ids.
-
-    `rows` (lo, hi) keeps only streams lo..hi-1 of the N (one rank's share in
-    data-parallel training): S still comes from N, so each kept stream is the same text
-    whatever the share, and its batches are the rows lo..hi-1 of the full batches.
-    """
-    ids: np.ndarray | IdFile
-    batch_size: int  # N parallel streams
-    seq_len: int  # T characters per stream per batch
-    cursor: int = 0
-    rows: tuple[int, int] | None = None  # (lo, hi): the streams produced; None = all N
-
-    def __post_init__(self):
-        self.lo, self.hi = self.rows or (0, self.batch_size)
-        if not 0 <= self.lo <= self.hi <= self.batch_size:
-            raise ValueError(f"rows {self.rows} are not a range of the {self.batch_size} streams")
-        self.stream_len = (len(self.ids) - 1) // self.batch_size
-        self.batches_per_epoch = self.stream_len // self.seq_len
-        if self.batches_per_epoch < 1:
-            raise CorpusError(
-                f"training text is {len(self.ids)} chars but --batch-size "
-                f"{self.batch_size} x --seq-len {self.seq_len} needs at least "
-                f"{self.batch_size * self.seq_len + 1}: lower --batch-size or --seq-len, "
-                f"lower --val-fraction, or give a larger corpus")
-        self._window = np.empty((self.hi - self.lo, self.seq_len + 1), np.int32)  # (n, T+1)
-
-    def batch(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch b: x, y (n, T) int32 ids, n = hi - lo streams (N unless rows is given)."""
-        T = self.seq_len
-        for row, s in enumerate(range(self.lo, self.hi)):
-            start = s * self.stream_len + b * T
-            self._window[row] = self.ids[start:start + T + 1]
-        return self._window[:, :-1].copy(), self._window[:, 1:].copy()
-
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Return (x, y, wrapped): x, y (n, T) int32 ids; wrapped is true when this
-        batch starts a new pass over the text."""
-        wrapped = self.cursor >= self.batches_per_epoch
-        if wrapped:
-            self.cursor = 0
-        self.cursor += 1
-        return (*self.batch(self.cursor - 1), wrapped)
-
-    def epoch_batches(self):
-        """Every batch of one pass from the start, without touching the cursor."""
-        for b in range(self.batches_per_epoch):
-            yield self.batch(b)
 
 
 def corpus_ids(text: str, vocab) -> tuple[np.ndarray, list[str]]:

@@ -21,10 +21,8 @@ SCORED_VAL_CHARS_CAP = 1_000_000  # and validate on at most this many of them (-
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
 LR_CONSTANT = 3e-3
 LR_FULL_WIDTH = 256  # wider layers get the rate scaled by LR_FULL_WIDTH / hidden
-# `score --adapt` and `sample --adapt` (score.AdaptiveScorer): one RMS-normalised step
-# per segment of ADAPT_SEGMENT characters at ADAPT_LR, then a decay of ADAPT_DECAY of the
-# way back to the trained weights; chosen on three models and checked on a fourth text
-# (docs/quality.md, "Scoring with --adapt").
+# score.AdaptiveScorer: one RMS-normalised step per segment at ADAPT_LR, then a decay of
+# ADAPT_DECAY back to the trained weights (docs/quality.md, "Scoring with --adapt").
 ADAPT_SEGMENT = 64
 ADAPT_LR = 1e-3
 ADAPT_DECAY = 1e-3

@@ -10,8 +10,7 @@ Initialisation, written down once here: recurrent and projection weights
 U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch; embedding N(0, 1); biases 0, except the LSTM
 forget gate bias 1 (so early training remembers by default, as in torch-rnn) and the
 output bias, which the trainer may set to the log unigram frequencies. (Orthogonal
-recurrent blocks, tried instead, scored worse: 1.564 against 1.555 nats/char on tiny
-shakespeare after the 75 s default run's 1,060 steps.)
+recurrent blocks scored worse: docs/quality.md, "Tried and not adopted".)
 """
 
 from __future__ import annotations
@@ -173,8 +172,8 @@ class Model:
 
         When threads split the batch (parallel.batch_pieces), each runs the whole
         forward, and later the backward, of its own rows on its own: one hand-off per
-        pass instead of one per matrix product and time loop (M forward + backward,
-        2 threads: 23-26 -> 18-20 ms). Each piece's gradients go to their own buffer;
+        pass instead of one per matrix product and time loop (docs/performance.md,
+        "Where the time goes"). Each piece's gradients go to their own buffer;
         backward adds them.
         """
         N, T = x_ids.shape

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+# The measurements behind each: docs/threads-and-kernels.md, "Products of few rows", "Threads".
 MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
 MIN_ROWS_PER_PRODUCT = 64  # rows of a matrix product per thread, at least
 MIN_UNITS_PER_PART = 32  # a recurrent layer's units per thread, at least
@@ -79,8 +80,9 @@ def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
     Pieces need no meetings and only two hand-offs per step, but every thread streams
     all of each Wh every step; splitting units keeps each thread's share of Wh in its
     own cache, but the threads meet once per time step and hand off at every stage.
-    Pieces win below PIECES_BELOW_WIDTH units (docs/threads-and-kernels.md). A batch of
-    one row has no pieces: its layers split their units instead (layer_units)."""
+    Pieces win below PIECES_BELOW_WIDTH units (docs/threads-and-kernels.md, "Threads",
+    the table). A batch of one row has no pieces: its layers split their units instead
+    (layer_units)."""
     if units >= PIECES_BELOW_WIDTH:
         return [(0, rows)]
     return row_ranges(rows, 1)
@@ -91,7 +93,8 @@ def layer_units(units: int) -> list[tuple[int, int]]:
     once per step. Boundaries fall on multiples of UNIT_ALIGN, so each thread writes its
     own cache lines of the shared arrays. Layers split from TEAM_SPLIT_WIDTH units when
     the parts start on Numba's team (team_runs), else from UNIT_SPLIT_WIDTH: narrower
-    layers lose more to the meetings than they gain (docs/threads-and-kernels.md).
+    layers lose more to the meetings than they gain (docs/threads-and-kernels.md,
+    "Threads", "The team").
     Inside a batch piece there is one thread (one_thread_per_piece)."""
     if units < min(TEAM_SPLIT_WIDTH, UNIT_SPLIT_WIDTH):
         return [(0, units)]
@@ -164,7 +167,7 @@ def _team_fits(parts: int) -> bool:
 def team_size() -> int:
     """How many threads Numba's team may have if its threading layer is GNU OpenMP
     (chosen here when the user did not choose a layer), else 0. The first call loads
-    the layer."""
+    the layer, once per process."""
     global _team_size, _team_pid
     if _team_size is None:
         _team_size, _team_pid = _load_team(), os.getpid()
@@ -179,7 +182,7 @@ def _load_team() -> int:
     before they sleep; by default long enough to take a core from the pool threads that
     run the next step's batch pieces, while a thread that slept must be woken at the
     next call. TEAM_SPIN_COUNT covers most gaps between a batch-1 step's team calls
-    (the spin counts measured: docs/threads-and-kernels.md). libgomp reads the variable
+    (docs/threads-and-kernels.md, "Threads", "Spinning"). libgomp reads the variable
     once, when loaded; it is then taken out of the environment again, so child
     processes (the PyTorch peer of `bench`) keep their own default."""
     import numba

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .batches import BatchStream
 from .checkpoint import save_trained
-from .corpus import BatchStream
 from .distributed import LocalComm, rank_rows
 from .model import Model
 from .optim import Adam, clip_by_global_norm, learning_rate

@@ -183,7 +183,8 @@ def prepare_run(comm, request: RunRequest, stdin):
 def start_trainer(comm, request: RunRequest, base, stdin, notes: list):
     """(trainer, key of the corpus read) for a run from base (a loaded checkpoint, or
     None): read the corpus, choose its vocabulary, and start or continue the model."""
-    from .corpus import Corpus, split_ids
+    from .batches import split_ids
+    from .corpus import Corpus
     from .textfile import CorpusError
     from .trainer import Trainer
 

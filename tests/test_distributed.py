@@ -28,8 +28,9 @@ import numpy as np
 import pytest
 from test_trainer import text_of
 
+from charrnn.batches import split_ids
 from charrnn.checkpoint import load_trained
-from charrnn.corpus import Corpus, corpus_ids, split_ids
+from charrnn.corpus import Corpus, corpus_ids
 from charrnn.distributed import BroadcastReader, LocalComm, rank_rows
 from charrnn.model import Model, ModelConfig
 from charrnn.trainer import Trainer, TrainOptions, evaluate

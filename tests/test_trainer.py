@@ -23,9 +23,10 @@ from click.testing import CliRunner
 
 import charrnn.signals
 import charrnn.trainer
+from charrnn.batches import split_ids
 from charrnn.checkpoint import load_trained
 from charrnn.cli import cli
-from charrnn.corpus import corpus_ids, split_ids
+from charrnn.corpus import corpus_ids
 from charrnn.model import Model, ModelConfig
 from charrnn.trainer import Trainer, TrainOptions, best_path
 from charrnn.vocab import Vocab

@@ -154,7 +154,8 @@ def speed_row(corpus: str, cache: str, seconds: float) -> dict:
     """Training and sampling chars/s of the default model on corpus, in this process."""
     import numpy as np
 
-    from ..corpus import Corpus, split_ids
+    from ..batches import split_ids
+    from ..corpus import Corpus
     from ..model import Model, ModelConfig
     from ..sample import Decoding, Sampler
     from ..trainer import Trainer, TrainOptions

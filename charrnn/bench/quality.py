@@ -49,9 +49,8 @@ SAMPLE_ARGS = ["-n", "300", "--seed", "7", "--temperature", "0.8"]
 PEER = {"layers": 2, "hidden": 256, "embed": 64, "batch": 32, "seq": 64, "lr": 2e-3,
         "clip": 5.0}
 VAL_CHUNK = 8192  # validation chars per forward call of the peer (one stream)
-# The peer adapts at each of these rates and reports its best: on 75 s peers it scored
-# 1.446 at 1e-3, 1.412 at 5e-4, 1.411 at 2.5e-4 and 1.428 at 1.25e-4 nats/char (before
-# the decay was added).
+# The peer adapts at each of these rates and reports its best: its best rate is not
+# charrnn's (docs/quality.md, "Scoring with --adapt").
 PEER_ADAPT_LRS = (ADAPT_LR, ADAPT_LR / 2, ADAPT_LR / 4)
 
 

@@ -1,13 +1,13 @@
 """Gate nonlinearities, written so that LLVM vectorises the loops that use them.
 
-Every cell spends most of its element-wise time in exp. libm's expf (and tanhf, 14 ns
-per element here) is a call that keeps a loop scalar, so float32, the training hot path,
-uses `exp32`: exp(x) = 2**n * 2**f with n = floor(x log2 e), a degree-6 polynomial for
-2**f on [0, 1) (relative error 6e-9, below float32's 6e-8) and 2**n written straight
-into a float32's exponent bits. float64, which the gradient checks use, keeps libm's
-exact exp. tanh(x) = 2 sigmoid(2x) - 1 is
-exact in exact arithmetic. Kernels using these set error_model="numpy": Python's error
-model puts a zero-division branch on every division, which also blocks vectorising.
+Every cell spends most of its element-wise time in exp. libm's expf (and tanhf) is a
+call that keeps a loop scalar, so float32, the training hot path, uses `exp32`:
+exp(x) = 2**n * 2**f with n = floor(x log2 e), a degree-6 polynomial for 2**f on [0, 1)
+(relative error 6e-9, below float32's 6e-8) and 2**n written straight into a float32's
+exponent bits. float64, which the gradient checks use, keeps libm's exact exp.
+tanh(x) = 2 sigmoid(2x) - 1 is exact in exact arithmetic. Kernels using these set
+error_model="numpy": Python's error model puts a zero-division branch on every division,
+which also blocks vectorising. Timings: docs/threads-and-kernels.md, "Element-wise math".
 """
 
 import numpy as np
@@ -86,7 +86,8 @@ def tanh(x):
 
 
 # The constants are of x's own type: a float64 literal such as 1.0 widened float32 x, and
-# the division ran on float64 vectors, half as wide (docs/threads-and-kernels.md).
+# the division ran on float64 vectors, half as wide (docs/threads-and-kernels.md,
+# "Element-wise math").
 @overload(sigmoid, jit_options={"cache": True, "error_model": "numpy"}, inline="always")
 def _sigmoid(x):
     if not isinstance(x, types.Float):

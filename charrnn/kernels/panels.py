@@ -278,8 +278,8 @@ def panel_matmul(x, panels, out):
 def _rows_left(x, r, panels, out, rows):
     """The last rows (fewer than a tile), four panels at a time for one row and two for
     up to half a tile's rows, so at least eight sums are in flight and the sums and
-    weights still fit the registers (docs/threads-and-kernels.md). Beyond that one row
-    is bound by reading W from L2."""
+    weights still fit the registers (docs/threads-and-kernels.md, "The recurrent
+    product: panels"). Beyond that one row is bound by reading W from L2."""
     P = panels.shape[0]
     p = 0
     if rows == 1:

@@ -34,7 +34,7 @@ def matmul_team(a, b, out, transpose_a, transpose_b, bounds):
             pack_unit_panels(b, 1, c0, c1, panels)  # one gate: columns c0:c1
         products = np.empty((rows.shape[0], panels.shape[0] * width), out.dtype)
         panel_matmul(rows, panels, products)
-        for r in range(rows.shape[0]):  # sliced first: the copy then vectorizes (4x)
+        for r in range(rows.shape[0]):  # sliced first: the copy then vectorizes
             target, source = out[r, c0:c1], products[r, :c1 - c0]
             for c in range(c1 - c0):
                 target[c] = source[c]

@@ -116,8 +116,8 @@ def recurrent_backward(cell, WhT_panels, h0, c0, hs, cs, acts, aux, dhs, dgx, dg
 def recurrent_forward_team(cell, gx, Wh, bn, h0, c0, hs, cs, acts, aux, Wh_parts, gh_parts,
                            bounds, counters):
     """recurrent_forward of every part k, units bounds[k, 0]:bounds[k, 1], each on a
-    thread of Numba's team, which starts far sooner than a Python thread takes a
-    hand-off (more than splitting a batch-1 layer saves). Each thread
+    thread of Numba's team, which starts a part far sooner than a Python thread takes
+    a hand-off (that costs more than splitting a batch-1 layer saves). Each thread
     first packs its units' columns of Wh (H, GH) into its own Wh_parts[k], in parallel
     and into its own core's cache; gh_parts[k] is its scratch. Only for teams that give
     each part a thread of its own (parallel.team_runs): the parts meet every step."""

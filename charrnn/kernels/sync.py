@@ -3,9 +3,9 @@
 The recurrent product of a time step needs every unit of the previous step's state, so
 threads that split a layer's units meet once per step. A Python-level barrier costs as
 much as the step's arithmetic; this one is an atomic counter in an int64 array, a
-fraction of a microsecond while both threads are on a core. A waiter
-that spins long (the other thread was descheduled) yields its core with sched_yield, so
-an oversubscribed machine slows down instead of stalling.
+fraction of a microsecond while both threads are on a core (docs/threads-and-kernels.md,
+"Threads"). A waiter that spins long (the other thread was descheduled) yields its core
+with sched_yield, so an oversubscribed machine slows down instead of stalling.
 
 The counter only grows within one loop: meeting k (1-based) waits until it reaches
 parts * k, so no reset is needed between meetings. The caller zeroes it before the loop.
@@ -16,7 +16,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-SPINS_BEFORE_YIELD = 2000
+SPINS_BEFORE_YIELD = 2000  # spins before a waiter yields its core (docs/threads-and-kernels.md)
 RELEASED = 1 << 62  # added by release_meetings: above every meeting's target
 
 
