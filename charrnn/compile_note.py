@@ -20,8 +20,8 @@ import contextlib
 import os
 
 NOTE = "charrnn: compiling kernels for this machine (first run only, about {seconds} s)..."
-# Each command's cold-cache compile time, rounded: it depends on the argument types the
-# kernels meet, not the model's size (measured: docs/development.md, "The kernel cache").
+# Cold-cache compile seconds per command, the measured ones rounded up (batch 1 takes
+# longer): docs/development.md, "The kernel cache".
 COMPILE_SECONDS = {"train": 15, "sample": 9, "score": 12, "bench": 40}
 SILENCE_VARIABLE = "CHARRNN_NO_COMPILE_NOTE"
 KERNELS_MODULE = __name__.rpartition(".")[0] + ".kernels"  # charrnn.kernels

@@ -10,7 +10,7 @@ defaults were chosen".
 
 from __future__ import annotations
 
-# (largest time budget in seconds, value): the first row that fits is used.
+# (largest time budget in seconds, value): the first row that fits is used (docs/quality.md).
 HIDDEN_BY_BUDGET = ((40, 128), (300, 256), (float("inf"), 384))
 DROPOUT_BY_BUDGET = ((180, 0.0), (float("inf"), 0.25))
 HIDDEN_FOR_STEPS = 256  # a run bounded by --steps only
@@ -19,7 +19,7 @@ SMALL_CORPUS_DROPOUT = (45, 0.25)  # ... and from this budget on, dropout: many 
 HELD_OUT_CHARS_CAP = 20_000  # hold out at most this many characters by default
 SCORED_VAL_CHARS_CAP = 1_000_000  # and validate on at most this many of them (--val-chars)
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
-LR_CONSTANT = 3e-3
+LR_CONSTANT = 3e-3  # a --steps run: nothing brings a high rate down at the end
 LR_FULL_WIDTH = 256  # wider layers get the rate scaled by LR_FULL_WIDTH / hidden
 # score.AdaptiveScorer: one RMS-normalised step per segment at ADAPT_LR, then a decay of
 # ADAPT_DECAY back to the trained weights (docs/quality.md, "Scoring with --adapt").

@@ -20,7 +20,7 @@ NORM_BLOCKS_PER_THREAD = 8  # fewer: handing blocks to a thread costs more than 
 # Adam splits its update among threads from twice this many parameters: below, a
 # hand-off costs more than it saves (docs/threads-and-kernels.md, "The optimizer").
 ADAM_MIN_PER_THREAD = 1 << 18
-ADAM_MIN_PER_TEAM_THREAD = 1 << 14  # on Numba's team, which starts sooner (parallel.py)
+ADAM_MIN_PER_TEAM_THREAD = 1 << 14  # ... on Numba's team, which starts sooner (parallel.py)
 
 
 def learning_rate(step: int, base_lr: float, schedule: str, total_steps: int | None,

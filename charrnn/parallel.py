@@ -37,7 +37,7 @@ _threads = 0
 _cores = 0  # the cores this process may use, asked once
 _team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
 _team_pid = 0  # the process that loaded the team: a fork() of it may not use it
-TEAM_SPIN_COUNT = 15000  # GOMP_SPINCOUNT unless the user set it (_load_team)
+TEAM_SPIN_COUNT = 15000  # GOMP_SPINCOUNT unless the user set it (docs/threads-and-kernels.md)
 
 
 class _ThisThread(threading.local):

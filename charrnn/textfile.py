@@ -14,7 +14,7 @@ import re
 import stat
 import sys
 
-CHUNK_BYTES = 1 << 20  # bytes per read: ~13 MB of transient arrays, few Python round trips
+CHUNK_BYTES = 1 << 20  # bytes per read: bounded memory, few Python round trips (docs/corpora.md)
 SNIFF_BYTES = 65536  # a NUL byte this near the start means a binary file
 
 

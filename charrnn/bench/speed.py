@@ -3,7 +3,7 @@ side by side with PyTorch's CPU LSTM when torch is importable (never a dependenc
 
 Each measurement burns in (compiles, warms caches) before it times, then runs whole
 steps for a fixed wall-clock budget. Ratios between charrnn and PyTorch measured in the
-same run are the figures to quote: this machine is shared and noisy.
+same run are the figures to quote: a shared machine is noisy.
 
 The extras (`charrnn bench --extras`) measure the other speed targets, each printed
 beside its target and never asserted: start-up of `charrnn sample CKPT -n 1` on a warm
