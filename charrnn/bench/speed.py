@@ -82,11 +82,17 @@ def bench_model(layers, hidden):
 
 
 def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
+    """Training chars/s: Trainer.train_step, the step `charrnn train` runs (batches read
+    from an id file as the corpus cache keeps them, forward, backward, clipping, Adam).
+    Left out: the run's periodic validation and checkpoint writes."""
+    from ..corpus import IdFile
     from ..trainer import Trainer, TrainOptions
 
-    ids = np.random.default_rng(1).integers(0, VOCAB, 400_000).astype(np.uint8)
     model, vocab = bench_model(layers, hidden)
     with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "ids.uint8")
+        np.random.default_rng(1).integers(0, VOCAB, 400_000).astype(np.uint8).tofile(path)
+        ids = IdFile(path, np.uint8)
         options = TrainOptions(seq_len=seq, batch_size=batch, eval_every=0, save_every=0)
         trainer = Trainer(model, vocab, ids, ids[:1000], options, os.path.join(tmp, "b.ckpt"))
         elapsed, calls = timed(trainer.train_step, seconds)
