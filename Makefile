@@ -15,7 +15,7 @@ INSTALLED = $(VENV)/.installed
 BENCH_ENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint demo corpus shakespeare bench bench-corpus \
+.PHONY: help install test test-fast lint demo corpus shakespeare chinese bench bench-corpus \
         bench-quality install-mpi bench-mpi clean distclean
 
 help: ## list the targets
@@ -53,12 +53,17 @@ corpus: data/default.txt ## build data/default.txt from this Python's stdlib sou
 
 shakespeare: data/tinyshakespeare.txt ## fetch tiny shakespeare into data/
 
+chinese: data/chinese.txt ## build data/chinese.txt from Debian's manpages-zh (apt-get download, once)
+
 # No prerequisites: built only when missing (`make clean` to rebuild).
 data/default.txt:
 	$(BASE_PYTHON) data/build_default_corpus.py --out $@
 
 data/tinyshakespeare.txt:
 	$(BASE_PYTHON) data/get_tinyshakespeare.py --out $@
+
+data/chinese.txt:
+	$(BASE_PYTHON) data/build_chinese_corpus.py --out $@
 
 # Every benchmark is `python -m charrnn.bench.NAME` (charrnn/bench/); the speed one is
 # also the `charrnn bench` command.
@@ -79,7 +84,7 @@ bench-mpi: install ## chars/s: 1 process x 2 threads vs 2 MPI ranks x 1 thread (
 
 clean: ## remove build output, caches, checkpoints and derived corpora
 	rm -rf build dist *.egg-info .pytest_cache demo.ckpt demo.best.ckpt demo.ckpt.tmp* \
-		data/default.txt data/tinyshakespeare.txt data/cache
+		data/default.txt data/tinyshakespeare.txt data/chinese.txt data/cache
 	find . \( -path ./.git -o -path './$(VENV)' \) -prune -o \
 		\( -name __pycache__ -type d -prune -exec rm -rf {} + \) -o \
 		\( \( -name '*.nbi' -o -name '*.nbc' \) -type f -exec rm -f {} + \)
