@@ -99,8 +99,9 @@ class TrainedModel:
     def score(self, text: str, adapt: bool = False, adapt_lr: float = ADAPT_LR) -> dict:
         """{"bits_per_char", "nats_per_char", "chars", "unknown_chars"} of text, the
         state carried through it (and "adapt_lr" when adapting): what `charrnn score
-        --json` prints. Characters outside the vocabulary are skipped and counted; a
-        text with nothing to score gives None per char."""
+        --json` prints. Characters outside the vocabulary are counted and charged as
+        the unknown symbol (skipped if the model has none); a text with nothing to
+        score gives None per char."""
         from .score import AdaptiveScorer, score_text
         if not (adapt_lr > 0 and math.isfinite(adapt_lr)):
             raise ValueError(f"adapt_lr must be a positive number, not {adapt_lr}")

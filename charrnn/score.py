@@ -76,8 +76,10 @@ def adapted_to(model, vocab, ids, lr: float = ADAPT_LR) -> Model:
 def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 1 << 20
                ) -> dict:
     """Bits per character of text under the model, the state carried through the whole
-    text. Characters outside the vocabulary are counted and skipped. The first character
-    has no context and is not scored.
+    text. Characters outside the vocabulary are counted (unknown_chars) and, when the
+    model has an unknown symbol (rare characters folded in training), charged its
+    probability, as validation in training does; a model without one skips them. The
+    first character has no context and is not scored.
 
     The text is encoded chunk_chars at a time. A scorer that learns per segment
     (AdaptiveScorer) is handed whole segments until the last, and the ids left over go
@@ -88,7 +90,7 @@ def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 
     total, count, unknown = 0.0, 0, 0
     pending = np.empty(0, np.int64)  # the last input id, and ids not yet scored
     for begin in range(0, len(text), chunk_chars):
-        ids, unknown_mask = vocab.encode(text[begin:begin + chunk_chars], skip_unknown=True)
+        ids, unknown_mask = vocab.encode(text[begin:begin + chunk_chars])
         unknown += int(unknown_mask.sum())
         ids = np.concatenate([pending, ids])
         targets = len(ids) - 1
@@ -107,9 +109,10 @@ def score_text(sampler: Sampler | AdaptiveScorer, text: str, chunk_chars: int = 
 def score_line(sampler: Sampler, line: str) -> float:
     """Bits per character of one line from a fresh state. When the vocabulary has a
     newline, the line is scored as it stands in a corpus: predicted from a newline, and
-    its own closing newline predicted too (so an empty line still gets a score)."""
+    its own closing newline predicted too (so an empty line still gets a score).
+    Unknown characters count as in score_text."""
     newline = "\n" if "\n" in sampler.vocab.chars else ""
-    ids, _ = sampler.vocab.encode(newline + line + newline, skip_unknown=True)
+    ids, _ = sampler.vocab.encode(newline + line + newline)
     h, c = sampler.zero_state()
     losses = sampler.token_losses(ids, h, c)
     return float(losses.mean()) / LN2 if losses.size else math.nan

@@ -1,4 +1,5 @@
-"""`score --adapt` (score.AdaptiveScorer): dynamic evaluation, the model learning from a
+"""score.py: unknown characters charged at the unknown symbol's probability; and
+`score --adapt` (score.AdaptiveScorer): dynamic evaluation, the model learning from a
 text as it scores it; and `sample --adapt`, which generates after learning the prime so.
 
 What must hold: each character is scored before the model learns from it (a prefix of
@@ -244,3 +245,32 @@ def test_sample_adapt_needs_a_prime_the_model_can_learn_from(tiny, prime):
     result = run("sample", tiny.ckpt, "-n", "5", "--seed", "1", "--adapt", "--prime", prime)
     assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: --adapt learns from")
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_unknown_characters_cost_the_unknown_symbols_probability(folded):
+    # "q" is rare in the corpus (folded into the unknown symbol when folded), "Z" never
+    # seen: with an unknown symbol both are scored as it, as validation in training
+    # scores them; without one they are skipped, as before.
+    from charrnn.score import score_line
+    from charrnn.trainer import evaluate
+    vocab = Vocab.from_text("abcab cba\n" * 20 + "q", min_count=2 if folded else 1)
+    assert vocab.has_unknown == folded
+    model = Model(ModelConfig(cell="lstm", vocab_size=vocab.size, hidden=8, layers=1, embed=4))
+    model.initialise(np.random.default_rng(3), vocab.counts + ((1,) if folded else ()))
+    text = "abc qZ cab\nbZa"
+    result = score_text(Sampler(model, vocab), text)
+    ids, unknown = vocab.encode(text)
+    assert result["unknown_chars"] == int(unknown.sum()) == (3 if folded else 2)
+    if folded:
+        assert result["chars"] == len(text) - 1  # every character after the first
+        losses = Sampler(model, vocab).token_losses(ids, *Sampler(model, vocab).zero_state())
+        charged = losses[np.flatnonzero(unknown[1:])]
+        assert np.all(charged > 0) and len(charged) == 3
+        # what training's validation reports for the same ids (one stream, state carried)
+        assert result["bits_per_char"] == pytest.approx(
+            evaluate(model, ids, 1, len(ids) - 1), rel=1e-5)
+        assert np.isfinite(score_line(Sampler(model, vocab), "Zq"))
+    else:
+        assert result["chars"] == len(text) - 1 - 2
+

@@ -65,5 +65,7 @@ def score(checkpoint, text_file, as_json, per_line, adapt, adapt_lr, encoding, t
     else:
         write_stdout(f"{result['bits_per_char']:.4f} bits/char "
                      f"({result['nats_per_char']:.4f} nats/char) over {result['chars']} "
-                     f"chars; {result['unknown_chars']} unknown chars skipped"
+                     f"chars; {result['unknown_chars']} unknown chars "
+                     + ("charged as the unknown symbol" if model.vocab.has_unknown
+                        else "skipped")
                      + (f"; adapting at lr {adapt_lr:g}" if adapt else "") + "\n")
