@@ -26,7 +26,8 @@ def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
     result = CliRunner().invoke(cli, ["bench", "--config", "M", "--extras", "--no-torch",
                                       "--seconds", "0.5", "--json", "--threads", "2"])
     assert result.exit_code == 0, result.output
-    config, startup, rss, scaling = [json.loads(line) for line in result.stdout.splitlines()]
+    config, startup, rss, scaling, process = [json.loads(line)
+                                              for line in result.stdout.splitlines()]
 
     assert (config["config"], config["hidden"], config["threads"]) == ("M", 8, 2)
     assert config["train_chars_per_s"] > 0 and config["sample_chars_per_s"] > 0
@@ -46,7 +47,14 @@ def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
     assert one > 0 and two > 0 and scaling["ratio"] == pytest.approx(two / one)
     assert scaling["target_min_ratio"] == 1.6
 
-    lines = [bench.format_row(row) for row in (config, startup, rss, scaling)]
+    # whole `charrnn train` processes, their step difference against the benchmark's rate
+    assert process["measure"] == "train_process" and process["config"] == "M"
+    k1, k2 = process["steps"]
+    assert 0 < k1 < k2 and process["train_chars_per_s"] > 0
+    assert process["ratio"] == pytest.approx(
+        process["train_chars_per_s"] / process["bench_train_chars_per_s"])
+
+    lines = [bench.format_row(row) for row in (config, startup, rss, scaling, process)]
     isa = "AVX-512" if config["isa"] == "AVX-512" else "AVX2"
     assert lines[0].startswith(f" M 1x8 batch 4x8 float32 {isa} threads 2 | train ")
     assert config["isa"] in ("AVX-512", "AVX2") and config["blas"]
@@ -55,6 +63,8 @@ def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
     assert f"charrnn {rss['peak_rss_mb']:,.0f} MiB (torch not measured)" in lines[2]
     assert lines[2].endswith("| target <= 1.00x torch")
     assert f"ratio {scaling['ratio']:.2f}x | target >= 1.6x" in lines[3]
+    assert lines[4].startswith("charrnn train process M 1x8 batch 4x8 threads 2")
+    assert lines[4].endswith(f"ratio {process['ratio']:.2f}x | target >= 0.95x")
 
 
 def test_extras_only_when_asked(tiny_configs, monkeypatch):

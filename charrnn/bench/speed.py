@@ -341,6 +341,8 @@ def bench_rows(names: list[str], seconds: float, with_torch: bool = True,
         yield startup_row()
         yield peak_rss_row(seconds, thread_count(), with_torch)
         yield thread_scaling_row(seconds)
+        from .train_process import train_process_row
+        yield train_process_row(seconds, thread_count())
 
 
 def shape_text(name: str, width: int = 0) -> str:
@@ -350,8 +352,10 @@ def shape_text(name: str, width: int = 0) -> str:
 
 def format_row(row: dict) -> str:
     if "measure" in row:
+        from .train_process import format_train_process
         return {"startup": format_startup, "peak_rss": format_peak_rss,
-                "thread_scaling": format_thread_scaling}[row["measure"]](row)
+                "thread_scaling": format_thread_scaling,
+                "train_process": format_train_process}[row["measure"]](row)
     head = (f"{shape_text(row['config'], 2)} {row['dtype']} {row['isa']} threads "
             f"{row['threads']} | train "
             f"{row['train_chars_per_s']:,.0f} chars/s")

@@ -20,7 +20,7 @@ from .common import note_compiling, set_threads, threads_option, write_stdout
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch peer even when it is installed.")
 @threads_option()
 @click.option("--isa", type=click.Choice(["native", "avx2"]), default="native", show_default=True, help="Instruction set to measure: this CPU's best, or AVX2 only (no AVX-512) as on most laptops, for charrnn's kernels, OpenBLAS and PyTorch alike.")
-@click.option("--extras", is_flag=True, help="Also measure start-up of `sample -n 1`, peak RSS training M (charrnn and PyTorch) and training L on 1 vs 2 threads, each beside its target (~30 s more).")
+@click.option("--extras", is_flag=True, help="Also measure start-up of `sample -n 1`, peak RSS training M (charrnn and PyTorch) and training L on 1 vs 2 threads, and whole `charrnn train` processes against the benchmark's training figure, each beside its target (~1 min more).")
 def bench(configs, as_json, seconds, no_torch, threads, isa, extras):
     """Time training and sampling throughput, side by side with PyTorch if installed.
 
