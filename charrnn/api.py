@@ -188,7 +188,7 @@ def load(path: str) -> TrainedModel:
 
 def train(corpus: str, output: str | None = None, progress=None, *, resume: bool = False,
           force: bool = False, init_from: str | None = None, max_vocab: int | None = None,
-          min_count: int = 1, encoding: str = "utf-8", errors: str = "strict",
+          min_count: int | None = None, encoding: str = "utf-8", errors: str = "strict",
           time_limit=None, log: str | None = None, **options) -> TrainedModel:
     """Train on the text file corpus as `charrnn train` does, with its defaults, and
     return the model saved at output (default: the corpus's name with .ckpt in the
@@ -217,7 +217,7 @@ def train(corpus: str, output: str | None = None, progress=None, *, resume: bool
     check_flags(options)
     output = output or default_output(corpus)
     given = set(options) | ({"max_vocab"} if max_vocab is not None else set()) | \
-        ({"min_count"} if min_count != 1 else set())
+        ({"min_count"} if min_count is not None else set())
     request = RunRequest(str(corpus), str(output), resume, force, init_from, max_vocab,
                          min_count, encoding, errors, parse_duration(time_limit),
                          {**TRAIN_DEFAULTS, **options}, given, log)

@@ -16,6 +16,10 @@ DROPOUT_BY_BUDGET = ((180, 0.0), (float("inf"), 0.25))
 HIDDEN_FOR_STEPS = 256  # a run bounded by --steps only
 SMALL_CORPUS_CHARS = 300_000  # below this, a bigger model mostly memorises
 SMALL_CORPUS_DROPOUT = (45, 0.25)  # ... and from this budget on, dropout: many passes
+# Characters seen once become the unknown symbol by default, so that every model learns
+# what a character it never saw costs (score charges it); unless they are more than this
+# share of the text (a tiny corpus), where folding would take the text itself.
+FOLD_SINGLETONS_UP_TO = 0.01
 HELD_OUT_CHARS_CAP = 20_000  # hold out at most this many characters by default
 SCORED_VAL_CHARS_CAP = 1_000_000  # and validate on at most this many of them (--val-chars)
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run
@@ -59,6 +63,16 @@ def default_lr(schedule: str, time_limit: float | None, hidden: int) -> float:
     decaying = schedule in ("cosine", "step") or (schedule == "auto" and time_limit)
     lr = LR_DECAYING if decaying else LR_CONSTANT
     return lr * min(1.0, LR_FULL_WIDTH / hidden)
+
+
+def default_min_count(counts: dict, corpus_chars: int) -> int:
+    """--min-count for a run that did not choose: 2 (the characters seen once are folded
+    into the unknown symbol) when there are some, not all, and they are at most
+    FOLD_SINGLETONS_UP_TO of the text; else 1 (every character kept)."""
+    once = sum(1 for count in counts.values() if count == 1)
+    if 0 < once < len(counts) and once <= FOLD_SINGLETONS_UP_TO * corpus_chars:
+        return 2
+    return 1
 
 
 def default_val_fraction(corpus_chars: int, fraction: float = 0.1) -> float:

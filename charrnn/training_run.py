@@ -117,7 +117,8 @@ class RunRequest:
     force: bool  # replace an existing output
     init_from: str | None  # fine-tune from this checkpoint
     max_vocab: int | None  # keep only this many most frequent characters; None = all
-    min_count: int  # characters seen fewer times become the unknown symbol
+    min_count: int | None  # characters seen fewer times become the unknown symbol;
+    # None: defaults.default_min_count
     encoding: str  # of the corpus
     errors: str  # what to do with undecodable bytes: strict | replace | ignore
     time_limit: float | None  # seconds
@@ -314,9 +315,11 @@ def check_log(request: RunRequest) -> None:
         raise RunError(f"--log {log}: no such directory {directory}")
 
 
-def corpus_vocab(text, max_vocab: int | None, min_count: int, notes: list):
+def corpus_vocab(text, max_vocab: int | None, min_count: int | None, notes: list):
     """The vocabulary of a corpus, rare characters folded into the unknown symbol."""
     from .vocab import Vocab
+    if min_count is None:
+        min_count = defaults.default_min_count(text.counts, text.n_chars)
     vocab = Vocab.from_counter(text.counts, max_vocab or 0, min_count)
     if not vocab.chars:
         raise RunError(f"--min-count {min_count} keeps no character (the most frequent "

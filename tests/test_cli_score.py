@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 from clitools import (
+    TINY,
+    english_text,
     forward_nats,
     run,
     script_env,
@@ -107,3 +109,20 @@ def test_chinese_score_through_a_pipe(chinese, console_script):
     assert done.returncode == 0 and done.stderr == b""
     value, text = done.stdout.decode("utf-8").rstrip("\n").split("\t")
     assert text == line and math.isfinite(float(value))
+
+
+def test_a_default_model_charges_characters_it_never_saw(tmp_path):
+    # "$" occurs once in the corpus: by default it becomes the unknown symbol, whose
+    # probability the model learns, and score charges any character it never saw so.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(english_text() + "$\n", encoding="utf-8")
+    assert run("train", corpus, "-o", tmp_path / "m.ckpt", *TINY).exit_code == 0
+    vocab = load_trained(tmp_path / "m.ckpt")[1]
+    assert vocab.has_unknown and "$" not in vocab.chars
+    text = "The dog \u4e2d sings.\n"
+    result = json.loads(run("score", tmp_path / "m.ckpt", "--json", input=text).stdout)
+    assert result["unknown_chars"] == 1 and result["chars"] == len(text) - 1
+    plain = run("score", tmp_path / "m.ckpt", input=text).stdout
+    assert plain.endswith("1 unknown chars charged as the unknown symbol\n")
+    kept = run("train", corpus, "-o", tmp_path / "all.ckpt", *TINY, "--min-count", "1")
+    assert kept.exit_code == 0 and "$" in load_trained(tmp_path / "all.ckpt")[1].chars

@@ -104,3 +104,15 @@ def test_auto_schedule_decays_only_time_limited_runs(tmp_path):
     stepped.state.step = 9
     assert timed.current_lr() < 0.2 * timed.options.lr
     assert stepped.current_lr() == stepped.options.lr
+
+
+def test_characters_seen_once_are_folded_unless_they_are_much_of_the_text():
+    from charrnn.defaults import FOLD_SINGLETONS_UP_TO, default_min_count
+    common = {"a": 500, "b": 300, " ": 200}
+    assert default_min_count({**common, "$": 1}, 1001) == 2  # one rare character: folded
+    assert default_min_count(common, 1000) == 1  # none seen once: nothing to fold
+    assert default_min_count({"a": 1, "b": 1}, 2) == 1  # all seen once: keep them all
+    many_rare = {**common, **{chr(0x4E00 + k): 1 for k in range(20)}}
+    assert 20 > FOLD_SINGLETONS_UP_TO * 1020
+    assert default_min_count(many_rare, 1020) == 1  # 2% of a small text: kept
+
