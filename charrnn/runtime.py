@@ -71,12 +71,18 @@ def one_blas_thread_now():
 
 
 _CONTROLS_BY_LIBRARY: dict = {}  # path -> its (get, set) pairs, looked up once
+# The controls found, and len(sys.modules) when they were: shared libraries load with
+# Python modules, so the memory map is read again only after more modules loaded.
+_FOUND: tuple[int, list] = (-1, [])
 
 
 def openblas_thread_controls() -> list:
     """(get, set) thread-count functions of each OpenBLAS loaded now (Linux: read from
     /proc/self/maps, as libraries may load later, e.g. scipy's with the first kernel);
     empty elsewhere."""
+    global _FOUND
+    if _FOUND[0] == len(sys.modules):
+        return _FOUND[1]
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             paths = {line.split(None, 5)[-1].strip() for line in maps if "openblas" in line}
@@ -87,6 +93,7 @@ def openblas_thread_controls() -> list:
         if path not in _CONTROLS_BY_LIBRARY:
             _CONTROLS_BY_LIBRARY[path] = thread_controls_of(path)
         controls += _CONTROLS_BY_LIBRARY[path]
+    _FOUND = (len(sys.modules), controls)
     return controls
 
 
