@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from charrnn.bench import extras
 from charrnn.bench import speed as bench
 from charrnn.cli import cli
 
@@ -18,7 +19,7 @@ from charrnn.cli import cli
 def tiny_configs(monkeypatch):
     monkeypatch.setitem(bench.CONFIGS, "M", (1, 8, 4, 8))
     monkeypatch.setitem(bench.CONFIGS, "L", (1, 16, 8, 8))
-    monkeypatch.setattr(bench, "STARTUP_RUNS", 1)
+    monkeypatch.setattr(extras, "STARTUP_RUNS", 1)
 
 
 @pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
@@ -83,13 +84,13 @@ def test_peak_rss_against_torch_measured_or_said_why_not(monkeypatch, peer, expe
     def in_child(args, env=None):
         calls.append(args)
         return {"peak_rss_mb": 200.0} if args[1] == "charrnn" else peer
-    monkeypatch.setattr(bench, "in_child", in_child)
-    row = bench.peak_rss_row(seconds=30.0, threads=2)
+    monkeypatch.setattr(extras, "in_child", in_child)
+    row = extras.peak_rss_row(seconds=30.0, threads=2)
     assert {k: row[k] for k in expected} == expected
     assert row["peak_rss_mb"] == 200.0
     # Each peer trains config M in a fresh process, briefly: the peak comes in the first steps.
     shape = ",".join(map(str, bench.CONFIGS["M"]))
-    assert calls == [["train-rss", peer_name, shape, bench.RSS_SECONDS, 2]
+    assert calls == [["train-rss", peer_name, shape, extras.RSS_SECONDS, 2]
                      for peer_name in ("charrnn", "torch")]
     assert "MiB" in bench.format_row(row)
 
