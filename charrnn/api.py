@@ -134,7 +134,8 @@ class TrainedModel:
         from .checkpoint import CHECKPOINT_FORMAT_VERSION
         cfg, state = self.config, self.record.get("state", {})
         return {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
-                "embed": cfg.embed, "dropout": cfg.dropout, "vocab_size": self.vocab.size,
+                "embed": cfg.embed, "dropout": cfg.dropout, "softmax": cfg.softmax,
+                "vocab_size": self.vocab.size,
                 "params": cfg.parameter_count(), "step": state.get("step", 0),
                 "chars_seen": state.get("chars_seen", 0),
                 "val_bpc": state.get("best_val_bpc"),

@@ -346,6 +346,8 @@ def _holds(value, kind) -> bool:
             isinstance(value, float) and math.isfinite(value)
     if kind is int:
         return _is_int(value)
+    if kind is tuple:  # JSON has lists only
+        return isinstance(value, (list, tuple))
     if kind is type(None):
         return value is None
     return isinstance(value, kind)
@@ -354,4 +356,5 @@ def _holds(value, kind) -> bool:
 def _described(kind) -> str:
     """kind as an error message names it."""
     return {int: "an integer", float: "a finite number", str: "a string", bool: "a boolean",
-            list: "a list", dict: "a JSON object", type(None): "null"}.get(kind, kind.__name__)
+            list: "a list", tuple: "a list", dict: "a JSON object",
+            type(None): "null"}.get(kind, kind.__name__)

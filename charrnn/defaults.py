@@ -20,6 +20,10 @@ SMALL_CORPUS_DROPOUT = (45, 0.25)  # ... and from this budget on, dropout: many 
 # what a character it never saw costs (score charges it); unless they are more than this
 # share of the text (a tiny corpus), where folding would take the text itself.
 FOLD_SINGLETONS_UP_TO = 0.01
+# The output layer: "auto" is the adaptive softmax (adaptive.py) from this many
+# characters on, where it trains faster at no loss (docs/corpora.md, "Large alphabets").
+SOFTMAXES = ("auto", "full", "adaptive")
+ADAPTIVE_FROM_CHARS = 1000
 HELD_OUT_CHARS_CAP = 20_000  # hold out at most this many characters by default
 SCORED_VAL_CHARS_CAP = 1_000_000  # and validate on at most this many of them (--val-chars)
 LR_DECAYING = 1e-2  # peak rate when it decays to the end of the run

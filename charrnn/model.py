@@ -2,7 +2,8 @@
 over a (N, T) batch through the Numba kernels.
 
 Architecture: ids -> [embedding (V, E) or one-hot] -> L stacked recurrent layers
-(rnn | gru | lstm) -> dropout after each layer -> output projection (H, V) -> softmax.
+(rnn | gru | lstm) -> dropout after each layer -> output projection (H, V) -> softmax,
+or, for large alphabets, an adaptive softmax (adaptive.py).
 Every parameter is a view into one flat buffer (and every gradient into another), so
 the optimizer, gradient clipping and a data-parallel allreduce each see one vector.
 
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import parallel
+from . import adaptive, parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
 from .kernels.panels import pack_panels, padded_columns, panel_width, to_bfloat16
@@ -41,6 +42,10 @@ class ModelConfig:
     layers: int  # L: stacked recurrent layers
     embed: int = 0  # E: learned input embedding width; 0 = one-hot input (as char-rnn)
     dropout: float = 0.0  # inverted dropout after every layer, training only
+    # The adaptive softmax's layout (adaptive.py); head 0 is the full softmax.
+    head: int = 0  # characters in the head
+    tails: tuple = ()  # (characters, projection width) of each tail cluster
+    output_order: tuple = ()  # every id, most frequent first: head, then each cluster
 
     def __post_init__(self):
         if self.cell not in CELL_CODES:
@@ -49,6 +54,23 @@ class ModelConfig:
             raise ValueError("vocab_size, hidden and layers must be >= 1, embed >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        # from JSON these are lists: held as tuples, so the config stays hashable
+        tails = tuple(tuple(pair) for pair in self.tails)
+        object.__setattr__(self, "tails", tails)
+        object.__setattr__(self, "output_order", tuple(self.output_order))
+        if self.head or tails or self.output_order:
+            ints = all(type(n) is int for pair in tails for n in pair) and all(
+                type(n) is int for n in self.output_order)
+            if not (ints and self.head >= 1 and tails and all(
+                    len(pair) == 2 and min(pair) >= 1 for pair in tails)
+                    and self.head + sum(size for size, _ in tails) == self.vocab_size
+                    and sorted(self.output_order) == list(range(self.vocab_size))):
+                raise ValueError("the adaptive softmax's head, tails and output order do "
+                                 "not fit the vocabulary")
+
+    @property
+    def softmax(self) -> str:
+        return "adaptive" if self.head else "full"
 
     @property
     def gates(self) -> int:
@@ -63,13 +85,25 @@ class ModelConfig:
             shapes += [(f"Wx{layer}", (D, GH)), (f"Wh{layer}", (H, GH)), (f"b{layer}", (GH,))]
             if self.cell == "gru":
                 shapes.append((f"bn{layer}", (H,)))
-        return shapes + [("Wy", (H, V)), ("by", (V,))]
+        if not self.head:
+            return shapes + [("Wy", (H, V)), ("by", (V,))]
+        width = self.head + len(self.tails)  # the head's characters and cluster tokens
+        shapes += [("Wy", (H, width)), ("by", (width,))]
+        for c, (size, dim) in enumerate(self.tails):
+            shapes += [(f"Pt{c}", (H, dim)), (f"Wt{c}", (dim, size)), (f"bt{c}", (size,))]
+        return shapes
 
     def parameter_count(self) -> int:
         return sum(int(np.prod(shape)) for _, shape in self.parameter_shapes())
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the adaptive softmax's only when it is used, so that a charrnn
+        from before it still reads full-softmax checkpoints."""
+        fields = asdict(self)
+        if not self.head:
+            for name in ("head", "tails", "output_order"):
+                del fields[name]
+        return fields
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -134,6 +168,7 @@ class Model:
         self.grad_flat = np.zeros(size, self.dtype)
         self.grads = flat_views(self.grad_flat, config)
         self._piece_grads = []  # gradient buffers of batch pieces after the first
+        self.layout = adaptive.Layout(config) if config.head else None
         self._cache = None
 
     def initialise(self, rng: np.random.Generator, unigram_counts=None) -> None:
@@ -142,14 +177,20 @@ class Model:
         for name, view in self.params.items():
             if name == "embed":
                 view[...] = rng.standard_normal(view.shape)
-            elif name.startswith("W"):
+            elif name.startswith("Wt"):  # a tail cluster's: fed by its projection
+                narrow = 1.0 / np.sqrt(view.shape[0])
+                view[...] = rng.uniform(-narrow, narrow, view.shape)
+            elif name.startswith(("W", "Pt")):
                 view[...] = rng.uniform(-bound, bound, view.shape)
             else:
                 view[...] = 0.0
         if cfg.cell == "lstm":
             for layer in range(cfg.layers):
                 self.params[f"b{layer}"][cfg.hidden:2 * cfg.hidden] = 1.0  # forget gate
-        if unigram_counts is not None:
+        if unigram_counts is not None and self.layout:
+            for name, bias in adaptive.initial_biases(self.layout, unigram_counts).items():
+                self.params[name][...] = bias
+        elif unigram_counts is not None:
             counts = np.asarray(unigram_counts, np.float64) + 1.0
             self.params["by"][...] = np.log(counts / counts.sum())
 
@@ -255,12 +296,15 @@ class Model:
             h_final[layer], c_final[layer] = states[-1], cs[-1]
             out = hs if masks is None else hs * masks[layer]
             x = out.reshape(M, H)
-        logits = parallel.matmul(x, p["Wy"], np.empty((M, cfg.vocab_size), self.dtype))
-        logits += p["by"]
-        losses = np.empty(M, np.float64)
-        parallel.run_parts(softmax_xent, [(logits[lo:hi], ys[lo:hi], scale, losses[lo:hi])
-                                          for lo, hi in parallel.row_ranges(M, 256)])
-        cache = (xs, h0, c0, masks, inputs, layer_caches, x, logits) if need_grad else None
+        if self.layout:
+            losses, output = adaptive.forward(self.layout, p, x, ys, scale, self.dtype)
+        else:
+            output = parallel.matmul(x, p["Wy"], np.empty((M, cfg.vocab_size), self.dtype))
+            output += p["by"]
+            losses = np.empty(M, np.float64)
+            parallel.run_parts(softmax_xent, [(output[lo:hi], ys[lo:hi], scale, losses[lo:hi])
+                                              for lo, hi in parallel.row_ranges(M, 256)])
+        cache = (xs, h0, c0, masks, inputs, layer_caches, x, output) if need_grad else None
         return losses, h_final, c_final, cache
 
     def backward(self):
@@ -287,17 +331,20 @@ class Model:
 
     def _backward_rows(self, cache, grad_flat):
         """backward of one piece's forward cache; its gradients overwrite grad_flat."""
-        xs, h0, c0, masks, inputs, layer_caches, top, dlogits = cache
+        xs, h0, c0, masks, inputs, layer_caches, top, output = cache
         cfg, p = self.config, self.params
         g = self.grads if grad_flat is self.grad_flat else flat_views(grad_flat, cfg)
         L, N, H = h0.shape
         M, GH, T = xs.shape[0], cfg.gates * cfg.hidden, xs.shape[0] // N
         cell = CELL_CODES[cfg.cell]
         # every gradient below is written whole, but for the two that rows scatter into
-        parallel.matmul_tn(top, dlogits, g["Wy"])
-        dlogits.sum(axis=0, out=g["by"])
-        # (M, H) gradient w.r.t. the top layer's output
-        dx = parallel.matmul(dlogits, p["Wy"].T, np.empty((M, H), self.dtype))
+        if self.layout:
+            dx = adaptive.backward(p, g, top, output, self.dtype)
+        else:  # output holds d loss / d logits
+            parallel.matmul_tn(top, output, g["Wy"])
+            output.sum(axis=0, out=g["by"])
+            # (M, H) gradient w.r.t. the top layer's output
+            dx = parallel.matmul(output, p["Wy"].T, np.empty((M, H), self.dtype))
         dh0 = np.empty_like(h0)
         dc0 = np.empty_like(c0)
         dgx = np.empty((T, N, GH), self.dtype)  # reused by every layer

@@ -48,6 +48,32 @@ def generates_in_bfloat16(model, precision: str = "auto") -> bool:
         precision == "auto" and multiplied * 4 > BFLOAT16_FROM_BYTES))
 
 
+def output_layer(model, banned, bfloat16: bool = False) -> tuple:
+    """The output layer as kernels/sampling.output_scores takes it: the head's weights
+    packed (in bfloat16 if asked), and for an adaptive softmax the clusters' weights
+    laid end to end. banned (V) bool: ids never drawn, which must be in the head."""
+    cfg, p, dtype = model.config, model.params, model.dtype
+    Wy_panels = packed_panels(np.ascontiguousarray(p["Wy"]), bfloat16)
+    by = np.ascontiguousarray(p["by"])
+    if not cfg.head:
+        return (Wy_panels, by, np.arange(cfg.vocab_size), banned,
+                packed_panels(np.zeros((cfg.hidden, 0), dtype)), np.zeros(0, dtype),
+                np.zeros(0, dtype), np.zeros((0, 5), np.int64))
+    layout = model.layout
+    if banned[layout.order[cfg.head:]].any():
+        raise ValueError("a banned character is outside the adaptive softmax's head")
+    tails = range(len(cfg.tails))
+    head_banned = np.concatenate([banned[layout.order[:cfg.head]], np.zeros(len(tails), bool)])
+    projections = packed_panels(np.concatenate([p[f"Pt{c}"] for c in tails], axis=1))
+    tail_W = np.concatenate([p[f"Wt{c}"].reshape(-1) for c in tails])
+    tail_b = np.concatenate([p[f"bt{c}"] for c in tails])
+    dims = [dim for _, dim in cfg.tails]
+    clusters = np.array([(layout.starts[c], layout.sizes[c], sum(dims[:c]), dims[c],
+                          sum(dims[k] * layout.sizes[k] for k in range(c))) for c in tails],
+                        np.int64)
+    return (Wy_panels, by, layout.order, head_banned, projections, tail_W, tail_b, clusters)
+
+
 @dataclass(frozen=True)
 class Decoding:
     temperature: float = 1.0  # > 0; lower is more conservative
@@ -80,13 +106,11 @@ class Sampler:
         self.bn = np.zeros((L, H), dtype)
         if cfg.cell == "gru":
             self.bn[...] = [p[f"bn{layer}"] for layer in range(L)]
-        self.Wy = np.ascontiguousarray(p["Wy"])
-        self.by = np.ascontiguousarray(p["by"])
         self.banned = np.zeros(vocab.size, np.bool_)
         if vocab.unknown_id is not None:
             self.banned[vocab.unknown_id] = True
         self.dtype = dtype
-        self.Wy_panels = packed_panels(self.Wy, self.bfloat16)
+        self.output = output_layer(model, self.banned, self.bfloat16)
         self.unit_parts = self.split_weights()
 
     @functools.cached_property
@@ -97,12 +121,10 @@ class Sampler:
         here, once, when first needed (a plain `sample` never needs them)."""
         if not self.bfloat16 and len(self.unit_parts) == 1:
             _, _, _, Wx_up_panels, _, Wh_panels = self.unit_parts[0]
-            Wy_panels = self.Wy_panels
         else:
             Wx_up_panels, Wh_panels = packed_panels(self.Wx_up), packed_panels(self.Wh)
-            Wy_panels = packed_panels(self.Wy)
-        return (self.cell, self.table0, Wx_up_panels, self.b_up, Wh_panels, self.bn,
-                Wy_panels, self.by)
+        output = self.output if not self.bfloat16 else output_layer(self.model, self.banned)
+        return (self.cell, self.table0, Wx_up_panels, self.b_up, Wh_panels, self.bn, output)
 
     def split_weights(self) -> list[tuple]:
         """Per generating thread: (j0, j1, table0, Wx_up, b_up, Wh) with the columns
@@ -124,7 +146,7 @@ class Sampler:
         h_pair, c_pair = np.stack([h, h]), np.stack([c, c])  # (2, L, H)
         counters, token_box = np.zeros(1, np.int64), np.zeros(1, np.int64)
         parallel.run_meeting_parts(generate, [
-            (self.cell, table0, Wx_up, b_up, Wh, self.bn, self.Wy_panels, self.by, token, uniforms,
+            (self.cell, table0, Wx_up, b_up, Wh, self.bn, self.output, token, uniforms,
              1.0 / decoding.temperature, decoding.top_k, decoding.top_p, decoding.greedy,
              self.banned, h_pair, c_pair, out, j0, j1, part, parts, counters, token_box)
             for part, (j0, j1, table0, Wx_up, b_up, Wh) in enumerate(self.unit_parts)], counters)
@@ -205,14 +227,14 @@ class Sampler:
         else:
             token = self.first_token(rng)
             prefix, length = self.vocab.decode([token]), length - 1
-        cell, table0, Wx_up, b_up, Wh, bn, Wy, by = self.step_weights
-        scratch = step_scratch(table0, Wh, Wy, self.dtype)
+        cell, table0, Wx_up, b_up, Wh, bn, output = self.step_weights
+        scratch = step_scratch(table0, Wh, output, self.dtype)
         beams = [(0.0, [], token, h, c)]  # (log-prob, ids, next input, h, c)
         for _ in range(max(length, 0)):
             candidates = []
             for score, ids, tok, bh, bc in beams:
                 bh, bc = bh.copy(), bc.copy()
-                logits = step_logits(cell, table0, tok, Wx_up, b_up, Wh, bn, Wy, by, bh, bc,
+                logits = step_logits(cell, table0, tok, Wx_up, b_up, Wh, bn, output, bh, bc,
                                      scratch)
                 logp = logits.astype(np.float64)
                 logp[self.banned] = -np.inf

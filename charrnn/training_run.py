@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 from . import defaults
 
-ARCHITECTURE = ("cell", "layers", "hidden", "embed", "dropout")
+ARCHITECTURE = ("cell", "layers", "hidden", "embed", "softmax", "dropout")
 
 # The train command's defaults, for the command line and the Python API alike: the
 # architecture, then train.TrainOptions' fields. None: chosen for the run (defaults.py).
 TRAIN_DEFAULTS = {
-    "cell": "lstm", "layers": 2, "hidden": None, "embed": 64, "dropout": None,
+    "cell": "lstm", "layers": 2, "hidden": None, "embed": 64, "softmax": "auto",
+    "dropout": None,
     "seq_len": 64, "batch_size": 32, "lr": None, "lr_schedule": "auto", "warmup": 50,
     "clip": 5.0, "steps": None, "eval_every": 200, "save_every": 500,
     "val_fraction": None, "val_chars": 0, "patience": 0, "seed": 0,
@@ -36,7 +37,8 @@ TRAIN_DEFAULTS = {
 
 # What a value of each option must be beyond its type (the train command's ranges), for
 # callers that do not go through click: the Python API.
-CHOICES = {"cell": ("lstm", "gru", "rnn"), "lr_schedule": ("auto", "constant", "cosine", "step")}
+CHOICES = {"cell": ("lstm", "gru", "rnn"), "lr_schedule": ("auto", "constant", "cosine", "step"),
+           "softmax": defaults.SOFTMAXES}
 RANGES = {"layers": (1, 16), "hidden": (1, 8192), "embed": (0, 4096), "dropout": (0, 1),
           "seq_len": (1, None), "batch_size": (1, None), "lr": (0, None), "warmup": (0, None),
           "clip": (0, None), "steps": (1, None), "eval_every": (0, None),
@@ -337,7 +339,8 @@ def architecture_conflicts(config, flags, given, names=ARCHITECTURE) -> list[str
     """The options given that disagree with config, as they are spelled on the command
     line."""
     return [f"--{name.replace('_', '-')}" for name in names
-            if name in given and flags[name] != getattr(config, name)]
+            if name in given and flags[name] != getattr(config, name)
+            and not (name == "softmax" and flags[name] == "auto")]
 
 
 def new_run(base, request: RunRequest, text, vocab, notes: list):
@@ -345,6 +348,7 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
     base (a loaded checkpoint) with rows matched by character."""
     import numpy as np
 
+    from . import adaptive
     from .model import Model, ModelConfig
     from .trainer import TrainOptions
     flags, given, time_limit = request.flags, request.given, request.time_limit
@@ -359,9 +363,12 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
         architecture["hidden"] = defaults.default_hidden(time_limit, text.n_chars)
     if architecture["dropout"] is None:
         architecture["dropout"] = defaults.default_dropout(time_limit, text.n_chars)
+    softmax = architecture.pop("softmax")
     if base is not None:
         old_model, old_vocab = base[0], base[1]
-        shape_names = ARCHITECTURE[:-1]  # dropout is a training choice: it may change
+        # dropout is a training choice, and the output layer follows the new vocabulary:
+        # both may change
+        shape_names = ("cell", "layers", "hidden", "embed")
         conflicts = architecture_conflicts(old_model.config, flags, given, shape_names)
         if conflicts:
             raise RunUsageError(f"{', '.join(conflicts)} conflict with the architecture "
@@ -372,8 +379,16 @@ def new_run(base, request: RunRequest, text, vocab, notes: list):
     if options.lr is None:
         options.lr = defaults.default_lr(options.lr_schedule, time_limit,
                                          architecture["hidden"])
+    counts = text.id_counts(vocab)
+    if adaptive.uses_adaptive(softmax, vocab.size):
+        try:
+            layout = adaptive.choose_layout(counts, vocab.unknown_id, architecture["hidden"])
+        except ValueError as error:
+            raise BadOption("--softmax", f"--softmax adaptive: {error}") from None
+        architecture.update(layout)
+        notes.append((adaptive.describe(layout, counts), False))
     model = Model(ModelConfig(vocab_size=vocab.size, **architecture))
-    model.initialise(np.random.default_rng(options.seed), text.id_counts(vocab))
+    model.initialise(np.random.default_rng(options.seed), counts)
     if base is not None:
         from .finetune import transfer_by_character
         added = transfer_by_character(old_model, old_vocab, model, vocab)

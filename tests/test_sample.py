@@ -348,7 +348,7 @@ def test_auto_precision_rounds_to_bfloat16_only_from_the_size_limit(toy_model, m
     monkeypatch.setattr(sample, "BFLOAT16_FROM_BYTES", 4 * multiplied - 1)
     auto, exact = Sampler(model, vocab), Sampler(model, vocab, "float32")
     assert auto.bfloat16 and not exact.bfloat16
-    assert auto.Wy_panels.dtype == np.uint16 and exact.Wy_panels.dtype == np.float32
+    assert auto.output[0].dtype == np.uint16 and exact.output[0].dtype == np.float32
     wide = Model(model.config, model.flat, dtype=np.float64)  # only float32 is rounded
     assert not Sampler(wide, vocab, "bfloat16").bfloat16
     with pytest.raises(ValueError, match="precision"):

@@ -5,6 +5,11 @@ touches Numba's hidden RNG.
 
 Decoding order: logits / temperature, then top-k, then top-p (nucleus) over what is left;
 greedy takes the arg max. Banned ids (e.g. the unknown symbol) are never emitted.
+
+The output layer arrives as one tuple, `output` (see output_scores): a full softmax,
+or an adaptive one (charrnn/adaptive.py), whose log-probabilities play the logits'
+part. Plain sampling (temperature 1, no top-k or top-p) from an adaptive softmax draws
+from the head first and computes a cluster only when the draw lands on its token.
 """
 
 import numpy as np
@@ -13,6 +18,8 @@ from numba import njit
 from .panels import panel_columns, panel_matmul
 from .recurrent import cell_block_forward, stack_step
 from .sync import meet
+
+BELOW_ONE = 1.0 - 2.0 ** -53  # the largest float64 below 1
 
 
 @njit(cache=True)
@@ -69,42 +76,165 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
 
 
 @njit(cache=True)
-def step_scratch(table0, Wh_panels, Wy_panels, dtype):
-    """Buffers reused by every one-token step: gx, gh (1, padded GH), acts (1, GH),
-    aux (1, H), logits (1, padded V)."""
-    GH, H, padded = table0.shape[1], Wh_panels.shape[2], panel_columns(Wh_panels)
-    return (np.empty((1, padded), dtype), np.empty((1, padded), dtype),
-            np.empty((1, GH), dtype), np.empty((1, H), dtype),
-            np.empty((1, panel_columns(Wy_panels)), dtype))
+def draw(probs, u):
+    """(index, fresh uniform): the index drawn from unnormalised probs (n) >= 0 with
+    uniform u, and where u fell within that index's share, rescaled to [0, 1): a
+    uniform independent of the index, for a second draw conditional on it."""
+    total = 0.0
+    for v in range(probs.shape[0]):
+        total += probs[v]
+    target = u * total
+    running = 0.0
+    last = -1
+    for v in range(probs.shape[0]):
+        if probs[v] > 0.0:
+            if running + probs[v] > target:
+                return v, min(max((target - running) / probs[v], 0.0), BELOW_ONE)
+            running += probs[v]
+            last = v
+    return last, 0.0  # rounding left target >= running: the last possible index
 
 
 @njit(cache=True)
-def step_logits(cell, table0, token, Wx_up_panels, b_up, Wh_panels, bn, Wy_panels, by, h, c,
+def _log_sum_exp(row):
+    top = row.max()
+    total = 0.0
+    for v in range(row.shape[0]):
+        total += np.exp(row[v] - top)
+    return top + np.log(total)
+
+
+@njit(cache=True)
+def _cluster_logits(proj, tail_W, tail_b, clusters, c, out):
+    """out (n) = the logits of cluster c's characters from the projections proj."""
+    first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
+                           clusters[c, 4])
+    b0 = first - clusters[0, 0]  # the biases of every cluster follow each other
+    for v in range(n):
+        out[v] = tail_b[b0 + v]
+    for k in range(d):
+        weight = proj[p0 + k]
+        row = tail_W[w0 + k * n:w0 + (k + 1) * n]
+        for v in range(n):
+            out[v] += weight * row[v]
+
+
+@njit(cache=True)
+def output_scores(h_top, output, head, proj, cluster, scores):
+    """The next token's scores from the top layer's state h_top (1, H): logits of a
+    full softmax (a view of head), or every id's log-probability under an adaptive
+    one (scores, V). Either is what choose_token and beam search take as logits.
+
+    output = (Wy_panels, by, order, head_banned, Pt_panels, tail_W, tail_b, clusters):
+    the head's weights packed and its bias (head characters, then one token per
+    cluster); order (V) the ids by rank; head_banned (head width) bans by head column;
+    Pt_panels all clusters' projections side by side, packed; tail_W every cluster's
+    (d, n) weights row-major one after another and tail_b their biases; clusters (C, 5)
+    rows (first rank, n, projection offset, d, weight offset). A full softmax has C = 0
+    and order 0..V-1. Scratch: head (1, padded head), proj (1, padded projections),
+    cluster (largest n).
+    """
+    Wy_panels, by, order, _, Pt_panels, tail_W, tail_b, clusters = output
+    width = by.shape[0]
+    panel_matmul(h_top, Wy_panels, head)
+    head[0, :width] += by
+    if clusters.shape[0] == 0:
+        return head[0, :width]
+    C = clusters.shape[0]
+    count = width - C
+    norm = _log_sum_exp(head[0, :width])
+    for r in range(count):
+        scores[order[r]] = head[0, r] - norm
+    panel_matmul(h_top, Pt_panels, proj)
+    for c in range(C):
+        first, n = clusters[c, 0], clusters[c, 1]
+        logits = cluster[:n]
+        _cluster_logits(proj[0], tail_W, tail_b, clusters, c, logits)
+        base = head[0, count + c] - norm - _log_sum_exp(logits)
+        for v in range(n):
+            scores[order[first + v]] = logits[v] + base
+    return scores
+
+
+@njit(cache=True)
+def draw_head_first(h_top, output, u, head, proj, cluster):
+    """A token drawn at temperature 1 from an adaptive softmax, computing only the head
+    and, if the draw lands on a cluster's token, that cluster: exact, because a tail
+    character's probability is its cluster's times its own within the cluster, and
+    banned ids sit in the head."""
+    Wy_panels, by, order, head_banned, Pt_panels, tail_W, tail_b, clusters = output
+    width = by.shape[0]
+    panel_matmul(h_top, Wy_panels, head)
+    row = head[0, :width]
+    row += by
+    top = -np.inf
+    for j in range(width):
+        if not head_banned[j]:
+            top = max(top, row[j])
+    for j in range(width):
+        row[j] = 0.0 if head_banned[j] else np.exp(row[j] - top)
+    j, u = draw(row, u)
+    count = width - clusters.shape[0]
+    if j < count:
+        return order[j]
+    c = j - count
+    first, n = clusters[c, 0], clusters[c, 1]
+    panel_matmul(h_top, Pt_panels, proj)
+    logits = cluster[:n]
+    _cluster_logits(proj[0], tail_W, tail_b, clusters, c, logits)
+    top = logits.max()
+    for v in range(n):
+        logits[v] = np.exp(logits[v] - top)
+    k, _ = draw(logits, u)
+    return order[first + k]
+
+
+@njit(cache=True)
+def output_scratch(output, dtype):
+    """Buffers output_scores and draw_head_first reuse: head (1, padded head width),
+    proj (1, padded projections), cluster (largest cluster), scores (V)."""
+    Wy_panels, _, order, _, Pt_panels, _, _, clusters = output
+    largest = 0
+    for c in range(clusters.shape[0]):
+        largest = max(largest, clusters[c, 1])
+    return (np.empty((1, panel_columns(Wy_panels)), dtype),
+            np.empty((1, panel_columns(Pt_panels)), dtype), np.empty(largest, dtype),
+            np.empty(order.shape[0], dtype))
+
+
+@njit(cache=True)
+def step_scratch(table0, Wh_panels, output, dtype):
+    """Buffers reused by every one-token step: gx, gh (1, padded GH), acts (1, GH),
+    aux (1, H), then output_scratch's."""
+    GH, H, padded = table0.shape[1], Wh_panels.shape[2], panel_columns(Wh_panels)
+    head, proj, cluster, scores = output_scratch(output, dtype)
+    return (np.empty((1, padded), dtype), np.empty((1, padded), dtype),
+            np.empty((1, GH), dtype), np.empty((1, H), dtype), head, proj, cluster, scores)
+
+
+@njit(cache=True)
+def step_logits(cell, table0, token, Wx_up_panels, b_up, Wh_panels, bn, output, h, c,
                 scratch):
-    """Advance the stack by one token and return the next token's logits (V), a view
-    of scratch[-1]."""
-    gx, gh, acts, aux, logits = scratch
+    """Advance the stack by one token and return the next token's scores (V, see
+    output_scores), a view of scratch."""
+    gx, gh, acts, aux, head, proj, cluster, scores = scratch
     stack_step(cell, table0, token, Wx_up_panels, b_up, Wh_panels, bn, h, c, gx, gh, acts,
                aux)
-    panel_matmul(h[h.shape[0] - 1:], Wy_panels, logits)
-    V = by.shape[0]
-    logits[0, :V] += by
-    return logits[0, :V]
+    return output_scores(h[h.shape[0] - 1:], output, head, proj, cluster, scores)
 
 
 @njit(cache=True)
-def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, Wy_panels, by, ids, h, c,
-                 losses):
+def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h, c, losses):
     """Negative log-likelihood (nats) of ids[k + 1] given ids[:k + 1], for every k.
 
-    Inputs: weights as for stack_step, Wy_panels: Wy (H, V) packed, by (V); ids (K).
+    Inputs: weights as for stack_step, the output layer as for output_scores; ids (K).
     In/out: h, c (L, H), carried across calls. Output: losses (K - 1).
     """
-    scratch = step_scratch(table0, Wh_panels, Wy_panels, h.dtype)
-    V = by.shape[0]
+    scratch = step_scratch(table0, Wh_panels, output, h.dtype)
+    V = output[2].shape[0]
     for k in range(ids.shape[0] - 1):
         logits = step_logits(cell, table0, ids[k], Wx_up_panels, b_up, Wh_panels, bn,
-                             Wy_panels, by, h, c, scratch)
+                             output, h, c, scratch)
         top = logits.max()
         total = 0.0
         for v in range(V):
@@ -113,7 +243,7 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, Wy_panels, by,
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_panels, by, token,
+def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output, token,
              uniforms, inv_temperature, top_k, top_p, greedy, banned, h_pair, c_pair,
              out_ids, j0, j1, part, parts, counters, token_box):
     """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
@@ -128,11 +258,11 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     stack_step's table0 and b_up that feed these U = j1 - j0 units, gate-major;
     Wx_up_panels and Wh_panels: the same columns of Wx_up (L-1, H, GH) and Wh (L, H, GH),
     each matrix packed by panels.pack_panels (float32, or bfloat16 for float32 models);
-    bn (L, H); Wy_panels: Wy (H, V) packed alike; by (V); uniforms (n); decoding settings
-    as for choose_token. In/out: h_pair, c_pair (2, L, H), the state in [0] on entry:
-    step i reads [i % 2] and writes [1 - i % 2], so no thread overwrites a state
-    another may still be reading; after n steps the state is in [n % 2]. Output
-    (part 0): out_ids (n). Returns the last id.
+    bn (L, H); output: the output layer as output_scores takes it (its head packed
+    alike); uniforms (n); decoding settings as for choose_token. In/out: h_pair,
+    c_pair (2, L, H), the state in [0] on entry: step i reads [i % 2] and writes
+    [1 - i % 2], so no thread overwrites a state another may still be reading; after
+    n steps the state is in [n % 2]. Output (part 0): out_ids (n). Returns the last id.
 
     Every other step computes all layers' recurrent products first, top layer first:
     they need only the previous step's state, and the weights the step before read last
@@ -141,7 +271,7 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     sampling kernel").
     """
     L, H = h_pair.shape[1], h_pair.shape[2]
-    GU, U, V = table0_units.shape[1], j1 - j0, by.shape[0]
+    GU, U, V = table0_units.shape[1], j1 - j0, output[2].shape[0]
     G = GU // U
     GH = G * H
     dtype = h_pair.dtype
@@ -150,9 +280,10 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
     gh = np.empty((L, panel_columns(Wh_panels)), dtype)  # each layer's h_prev @ Wh
     acts = np.empty((1, GH), dtype)
     aux = np.empty((1, H), dtype)
-    logits_padded = np.empty((1, panel_columns(Wy_panels)), dtype)
-    logits = logits_padded[0, :V]
+    head, proj, cluster, scores = output_scratch(output, dtype)
     probs = np.empty(V, np.float64)
+    head_first = (output[7].shape[0] > 0 and inv_temperature == 1.0 and not greedy
+                  and (top_k <= 0 or top_k >= V) and top_p >= 1.0)
     meeting = 0
     for i in range(out_ids.shape[0]):
         now, nxt = i % 2, 1 - i % 2
@@ -175,11 +306,14 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, Wy_pan
                                c_pair[nxt, layer:layer + 1], acts, aux, j0, j1)
             meeting += 1
             meet(counters, parts, meeting)
-        if part == 0:
-            panel_matmul(h_pair[nxt, L - 1:L], Wy_panels, logits_padded)
-            logits += by
+        if part == 0 and head_first:
+            token = draw_head_first(h_pair[nxt, L - 1:L], output, uniforms[i], head, proj,
+                                    cluster)
+        elif part == 0:
+            logits = output_scores(h_pair[nxt, L - 1:L], output, head, proj, cluster, scores)
             token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
                                  banned, probs)
+        if part == 0:
             out_ids[i] = token
             token_box[0] = token
         meeting += 1
