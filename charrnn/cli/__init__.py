@@ -9,19 +9,40 @@ go to stderr. Errors are one line: exit 2 for bad usage, 1 for runtime failures,
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+
 import click
 
 from .. import __version__
 from ..runtime import setup_command_line
-from .bench import bench
-from .info import info
-from .plot import plot
-from .sample import sample
-from .score import score
-from .train import train
+
+# Each subcommand lives in the module of its name, as a click command of that name.
+SUBCOMMANDS = ("train", "sample", "score", "info", "plot", "bench")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Subcommands(Mapping):
+    """The group's commands by name, each one's module imported when the command is
+    first asked for: `charrnn sample` starts without loading training's or the
+    benchmarks' modules (docs/performance.md, "Start-up"). `charrnn --help`, which
+    lists them all, imports them all."""
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in SUBCOMMANDS:
+            raise KeyError(name)
+        return getattr(importlib.import_module(f"{__name__}.{name}"), name)
+
+    def __contains__(self, name) -> bool:
+        return name in SUBCOMMANDS
+
+    def __iter__(self):
+        return iter(SUBCOMMANDS)
+
+    def __len__(self) -> int:
+        return len(SUBCOMMANDS)
+
+
+@click.group(commands=Subcommands(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """Character-level RNN, GRU and LSTM text models on the CPU.
@@ -31,10 +52,6 @@ def cli():
     charrnn sample corpus.ckpt -n 500 --prime "ROMEO:" --seed 7
     cat text.txt | charrnn score corpus.ckpt
     """
-
-
-for command in (train, sample, score, info, plot, bench):
-    cli.add_command(command)
 
 
 def main(args=None):
