@@ -176,6 +176,41 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
+KERNELS_PACKAGE = __name__.rpartition(".")[0] + ".kernels"  # charrnn.kernels
+
+
+def load_cached_kernels_directly() -> None:
+    """Let Numba load charrnn's cached kernels without first refreshing its compiler.
+
+    Numba's Cache.load_overload refreshes the target context before each load; the first
+    refresh imports and registers every implementation Numba has, which only typing and
+    lowering new code use: about 0.1 s of a warm `charrnn sample`'s start
+    (docs/performance.md, "Start-up"). Cached machine code links against Numba's runtime
+    (NRT, started here) and the helpers registered when the context was made; each
+    kernel's modules are imported as its environments are unpickled. A kernel that
+    compiles still refreshes first (Numba's compiler does), and a load that fails here
+    is retried Numba's way. Only charrnn's kernels load like this, and only where Numba
+    has the private method it relies on. For the command line only: a library does not
+    change Numba for its host program."""
+    from numba.core import caching
+    from numba.core.runtime import rtsys
+
+    numbas_load = caching.Cache.load_overload
+    if getattr(numbas_load, "direct", False) or not hasattr(caching.Cache, "_load_overload"):
+        return
+
+    def load_overload(cache, sig, target_context):
+        if getattr(cache._py_func, "__module__", "").startswith(KERNELS_PACKAGE + "."):
+            try:
+                rtsys.initialize(target_context)
+                return cache._load_overload(sig, target_context)
+            except Exception:
+                pass
+        return numbas_load(cache, sig, target_context)
+    load_overload.direct = True
+    caching.Cache.load_overload = load_overload
+
+
 def key_kernel_cache() -> None:
     """Keep Numba's compiled kernels in a directory named after a hash of every kernel
     source, unless NUMBA_CACHE_DIR is set. Numba's cache=True checks only the timestamp

@@ -39,3 +39,16 @@ def test_sample_loads_no_other_commands_modules(trained):
                               "--seed", "3", "--threads", "1"], others + ["charrnn.cli.sample"])
     assert text.startswith("The") and len(text) == 23
     assert loaded == ["charrnn.cli.sample"]
+
+
+def test_cached_kernels_load_without_refreshing_numbas_compiler(trained):
+    """The first load of a cached kernel would import every implementation Numba has
+    for compiling, numba.typed's and numba.np.polynomial's among them; charrnn's cached
+    kernels need none (runtime.load_cached_kernels_directly). Fails, for example, when
+    a Numba upgrade renames what that relies on, which silently costs 0.1 s a start."""
+    argv = ["sample", trained.ckpt, "-n", "40", "--prime", "The", "--seed", "3",
+            "--threads", "1"]
+    compiled_text, _ = loaded_by(argv, [])  # compiles what is not yet cached
+    registries = ["numba.typed.typeddict", "numba.np.polynomial.polynomial_core"]
+    text, loaded = loaded_by(argv, registries)
+    assert text == compiled_text and loaded == []

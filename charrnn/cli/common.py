@@ -46,8 +46,13 @@ def check_adapt_lr(adapt: bool) -> None:
 
 
 def note_compiling() -> None:
-    """Until the current command ends, say on stderr when kernels start compiling."""
+    """Until the current command ends, say on stderr when kernels start compiling. Each
+    command that runs kernels calls this before the first, so cached kernels are set
+    to load without refreshing Numba's compiler here too
+    (runtime.load_cached_kernels_directly)."""
     from ..compile_note import note_when_compiling
+    from ..runtime import load_cached_kernels_directly
+    load_cached_kernels_directly()
     ctx = click.get_current_context()
     ctx.with_resource(note_when_compiling(lambda line: click.echo(line, err=True),
                                           ctx.info_name))
