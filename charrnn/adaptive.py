@@ -28,8 +28,9 @@ from .kernels.output import softmax_xent
 
 HEAD_SHARE = 0.9  # the head holds the most frequent characters up to this share of text
 HEAD_MIN, HEAD_MAX = 256, 1024  # ...but at least and at most this many
-FIRST_TAIL_SHARE = 0.99  # the first cluster holds the characters up to this share
-TAIL_SHRINK = 4  # each cluster's projection is this much narrower than the one before
+CLUSTER_GROWTH = 4  # each cluster holds this many times the characters before it
+TAIL_SHRINK = 4  # and its projection is this much narrower than the one before
+MIN_PROJECTION = 8
 MIN_CLUSTER = 64  # a smaller last cluster joins the one before it
 
 
@@ -42,8 +43,9 @@ def uses_adaptive(softmax: str, vocab_size: int) -> bool:
 def choose_layout(counts, unknown_id: int | None, hidden: int) -> dict:
     """ModelConfig fields (head, tails, output_order) of an adaptive softmax for a
     vocabulary with these counts per id: the head up to HEAD_SHARE of the text (within
-    HEAD_MIN..HEAD_MAX), a cluster up to FIRST_TAIL_SHARE with an H/4 projection, the
-    rest with H/16. The unknown symbol is moved into the head."""
+    HEAD_MIN..HEAD_MAX), then clusters CLUSTER_GROWTH times bigger each, behind
+    projections TAIL_SHRINK times narrower each (H/4, H/16, ...). The unknown symbol is
+    moved into the head."""
     counts = np.asarray(counts, np.float64)
     V = counts.size
     if V < 3:
@@ -57,14 +59,15 @@ def choose_layout(counts, unknown_id: int | None, hidden: int) -> dict:
         if rank >= head:  # into the head's last place; the rest move down one
             order = np.concatenate([order[:head - 1], [unknown_id],
                                     np.delete(order, rank)[head - 1:]])
-    first_end = max(int(np.searchsorted(share, FIRST_TAIL_SHARE)) + 1, head + 1)
-    sizes = [first_end - head, V - first_end]
-    if sizes[1] < MIN_CLUSTER:
-        sizes = [sizes[0] + sizes[1]]
+    bounds = [head]
+    while bounds[-1] < V:
+        bounds.append(min(bounds[-1] * CLUSTER_GROWTH, V))
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < MIN_CLUSTER:
+        del bounds[-2]
     tails, width = [], hidden
-    for size in sizes:
-        width = max(width // TAIL_SHRINK, 1)
-        tails.append((size, width))
+    for first, end in zip(bounds, bounds[1:]):
+        width = max(width // TAIL_SHRINK, min(MIN_PROJECTION, hidden))
+        tails.append((end - first, width))
     return {"head": head, "tails": tuple(tails), "output_order": tuple(int(i) for i in order)}
 
 

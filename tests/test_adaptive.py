@@ -262,6 +262,7 @@ def test_train_sample_score_resume_and_fine_tune_with_the_adaptive_softmax(tmp_p
     assert "adaptive softmax" in trained.stderr
     info = json.loads(run(*["info", str(ckpt), "--json"]).stdout)
     assert info["softmax"] == "adaptive"
+    assert "output        adaptive softmax (head " in run("info", str(ckpt)).stdout
 
     # resuming 10 more steps equals 20 steps straight
     more = run(*["train", str(corpus), "-o", str(ckpt), "--resume", "--steps", "20"])

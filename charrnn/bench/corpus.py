@@ -11,9 +11,12 @@ address space, including the buffers it read the cached ids into. (getrusage's r
 would not do: Linux carries the parent's peak into a child that was vfork-ed, as
 subprocess does, so it reports the generator's memory.) Speed: the default model (LSTM
 2x256, embedding 64, batch 32x64) trains in this process after a burn-in, on the CJK
-corpus and, as the peer measured in the same run, on the English one; the difference is
-what the 6,000-wide output layer costs. All text is generated here from a fixed seed,
-nothing is downloaded, and the temporary directory is removed at the end.
+corpus with the full and with the adaptive softmax, and, as the peer measured in the
+same run, on the English one: the difference is what the 6,000-wide output layer costs.
+PyTorch (when installed; never a dependency) trains the same model on the same corpora
+in a child process, with nn.Linear or nn.AdaptiveLogSoftmaxWithLoss in charrnn's
+layout. All text is generated here from a fixed seed, nothing is downloaded, and the
+temporary directory is removed at the end.
 """
 
 from __future__ import annotations
@@ -150,22 +153,31 @@ def memory_rows(sizes: list[int], work: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------- speed
-def speed_row(corpus: str, cache: str, seconds: float) -> dict:
-    """Training and sampling chars/s of the default model on corpus, in this process."""
+def corpus_ids(corpus: str, cache: str):
+    """(vocab, ids, counts per id) of corpus, every character kept."""
+    from ..corpus import Corpus
+    from ..vocab import Vocab
+    with Corpus(corpus, cache=cache) as text:
+        vocab = Vocab.from_counter(text.counts)
+        return vocab, text.ids(vocab), text.id_counts(vocab)
+
+
+def speed_row(corpus: str, cache: str, seconds: float, softmax: str = "full") -> dict:
+    """Training and sampling chars/s of the default model on corpus, in this process,
+    with the full or the adaptive softmax."""
     import numpy as np
 
+    from ..adaptive import choose_layout
     from ..batches import split_ids
-    from ..corpus import Corpus
     from ..model import Model, ModelConfig
     from ..sample import Decoding, Sampler
     from ..trainer import Trainer, TrainOptions
-    from ..vocab import Vocab
     from .speed import timed
 
-    with Corpus(corpus, cache=cache) as text:
-        vocab = Vocab.from_counter(text.counts)
-        ids, counts = text.ids(vocab), text.id_counts(vocab)
-    model = Model(ModelConfig(vocab_size=vocab.size, **SPEED_MODEL))
+    vocab, ids, counts = corpus_ids(corpus, cache)
+    layout = choose_layout(counts, vocab.unknown_id, SPEED_MODEL["hidden"]) \
+        if softmax == "adaptive" else {}
+    model = Model(ModelConfig(vocab_size=vocab.size, **SPEED_MODEL, **layout))
     model.initialise(np.random.default_rng(0), counts)
     train_ids, val_ids = split_ids(ids, 0.1)
     batch, seq = SPEED_BATCH
@@ -180,7 +192,8 @@ def speed_row(corpus: str, cache: str, seconds: float) -> dict:
                                 first_chunk=chunk, max_chunk=chunk):
             pass
     sample_elapsed, sample_calls = timed(sample, seconds, burn_in=1)
-    return {"vocab": vocab.size, "chars": len(ids),
+    return {"vocab": vocab.size, "chars": len(ids), "softmax": softmax,
+            "head": layout.get("head"), "tails": layout.get("tails"),
             "train_chars_per_s": calls * batch * seq / elapsed,
             "step_ms": 1000 * elapsed / calls,
             "sample_chars_per_s": sample_calls * chunk / sample_elapsed}
@@ -209,12 +222,76 @@ def output_layer_row(vocab_size: int, seconds: float) -> dict:
             "softmax_ms": 1000 * softmax / softmax_calls}
 
 
-def speed_rows(work: str, seconds: float) -> dict:
+def torch_speed(corpus: str, cache: str, seconds: float, threads: int, softmax: str) -> dict:
+    """PyTorch's training chars/s with the same model, batches from the same corpus, and
+    the same output layer: nn.Linear with cross-entropy, or nn.AdaptiveLogSoftmaxWithLoss
+    with charrnn's layout (its cutoffs, and div_value 4 for the H/4, H/16 clusters)."""
+    import numpy as np
+    import torch
+
+    from ..adaptive import choose_layout
+    from .speed import timed
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    vocab, ids, counts = corpus_ids(corpus, cache)
+    V, H, E = vocab.size, SPEED_MODEL["hidden"], SPEED_MODEL["embed"]
+    embed = torch.nn.Embedding(V, E)
+    lstm = torch.nn.LSTM(E, H, SPEED_MODEL["layers"], batch_first=True)
+    if softmax == "adaptive":
+        layout = choose_layout(counts, None, H)
+        rank = np.empty(V, np.int64)  # torch's classes are ids ranked by frequency
+        rank[list(layout["output_order"])] = np.arange(V)
+        ids = rank[ids]
+        cutoffs = list(layout["head"] + np.cumsum([size for size, _ in layout["tails"]])[:-1])
+        head = torch.nn.AdaptiveLogSoftmaxWithLoss(H, V, cutoffs, div_value=4.0)
+    else:
+        head = torch.nn.Linear(H, V)
+    params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=2e-3)
+    batch, seq = SPEED_BATCH
+    ids = torch.from_numpy(np.asarray(ids, np.int64))
+    rng = np.random.default_rng(0)
+
+    def step():
+        starts = torch.from_numpy(rng.integers(0, len(ids) - seq - 1, batch))
+        window = ids[starts[:, None] + torch.arange(seq + 1)]
+        out, _ = lstm(embed(window[:, :-1]))
+        out, target = out.reshape(-1, H), window[:, 1:].reshape(-1)
+        loss = head(out, target).loss if softmax == "adaptive" else \
+            torch.nn.functional.cross_entropy(head(out), target)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+    elapsed, calls = timed(step, seconds)
+    return {"torch": torch.__version__, "train_chars_per_s": calls * batch * seq / elapsed}
+
+
+def torch_row(corpus: str, cache: str, seconds: float, softmax: str) -> dict:
+    """torch_speed in a child process (see bench.speed.torch_peer), or why not."""
+    from ..parallel import thread_count
+    from .speed import torch_env
+    child = subprocess.run([sys.executable, "-m", "charrnn.bench.corpus", "--torch-child",
+                            corpus, cache, str(seconds), str(thread_count()), softmax],
+                           capture_output=True, text=True, env=torch_env())
+    if child.returncode != 0:
+        return {"torch": "not measured: " +
+                (child.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(child.stdout)
+
+
+def speed_rows(work: str, seconds: float, with_torch: bool = True) -> dict:
     cache = os.path.join(work, "cache")
     english, cjk = os.path.join(work, "english.txt"), os.path.join(work, "cjk.txt")
     write_english(english, 4 << 20)
     write_cjk(cjk, 2_000_000)
-    rows = {"english": speed_row(english, cache, seconds), "cjk": speed_row(cjk, cache, seconds)}
+    rows = {"english": speed_row(english, cache, seconds),
+            "cjk": speed_row(cjk, cache, seconds),
+            "cjk_adaptive": speed_row(cjk, cache, seconds, "adaptive")}
+    if with_torch:
+        for name, corpus, softmax in (("english", english, "full"), ("cjk", cjk, "full"),
+                                      ("cjk_adaptive", cjk, "adaptive")):
+            rows[name]["peer"] = torch_row(corpus, cache, seconds, softmax)
     rows["output_layer"] = output_layer_row(rows["cjk"]["vocab"], seconds / 2)
     shutil.rmtree(cache)
     return rows
@@ -237,17 +314,22 @@ def report(result: dict) -> str:
     lines.append(f"speed: LSTM {model['layers']}x{model['hidden']}, embedding {model['embed']}"
                  f", batch {SPEED_BATCH[0]}x{SPEED_BATCH[1]}")
     speed = result["speed"]
-    for name in ("english", "cjk"):
+    english = speed["english"]
+    for name in ("english", "cjk", "cjk_adaptive"):
         row = speed[name]
-        lines.append(f"  {name:>7} V={row['vocab']:>5,}: train {row['train_chars_per_s']:>8,.0f}"
-                     f" chars/s ({row['step_ms']:.0f} ms/step), sample "
-                     f"{row['sample_chars_per_s']:>8,.0f} chars/s")
-    english, cjk = speed["english"], speed["cjk"]
-    share = 1 - english["step_ms"] / cjk["step_ms"]
-    lines.append(f"  V={cjk['vocab']:,} trains at "
-                 f"{cjk['train_chars_per_s'] / english['train_chars_per_s']:.2f}x the speed of "
-                 f"V={english['vocab']}; the extra output width is {share:.0%} of its step; "
-                 f"sampling at {cjk['sample_chars_per_s'] / english['sample_chars_per_s']:.2f}x")
+        peer = row.get("peer", {})
+        versus = f"; PyTorch {peer['train_chars_per_s']:,.0f} chars/s, " \
+            f"{row['train_chars_per_s'] / peer['train_chars_per_s']:.2f}x" \
+            if "train_chars_per_s" in peer else f"; PyTorch {peer['torch']}" if peer else ""
+        lines.append(f"  V={row['vocab']:>5,} {row['softmax']:>8} softmax: train "
+                     f"{row['train_chars_per_s']:>8,.0f} chars/s ({row['step_ms']:.0f} ms/step,"
+                     f" {row['train_chars_per_s'] / english['train_chars_per_s']:.2f}x of "
+                     f"V={english['vocab']}), sample {row['sample_chars_per_s']:>8,.0f} chars/s "
+                     f"({row['sample_chars_per_s'] / english['sample_chars_per_s']:.2f}x)"
+                     + versus)
+    adaptive = speed["cjk_adaptive"]
+    lines.append(f"  adaptive layout: a head of {adaptive['head']:,} characters, clusters "
+                 + ", ".join(f"{size:,} through {dim}" for size, dim in adaptive["tails"]))
     out = speed["output_layer"]
     lines.append(f"  output layer alone, one thread, M={out['M']} H={out['H']} V={out['V']:,}: "
                  f"one product with Wy {out['product_ms']:.0f} ms (three per step), "
@@ -266,6 +348,8 @@ def main(argv=None) -> None:
                         help="where to write the corpora (needs about 2x the largest size "
                              "free; not a RAM-backed tmpfs) [the system temp dir]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="skip the PyTorch peer even when torch is installed")
     args = parser.parse_args(argv)
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
     # As the CLI does: one BLAS thread (see cli.main); the child runs inherit it.
@@ -275,11 +359,16 @@ def main(argv=None) -> None:
     work = tempfile.mkdtemp(prefix="charrnn-bench-corpus-", dir=args.dir)
     try:
         result = {"threads": thread_count(), "blas": blas_description(),
-                  "memory": memory_rows(sizes, work), "speed": speed_rows(work, args.seconds)}
+                  "memory": memory_rows(sizes, work),
+                  "speed": speed_rows(work, args.seconds, not args.no_torch)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result) if args.json else report(result), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--torch-child"]:  # CORPUS CACHE SECONDS THREADS SOFTMAX
+        corpus, cache, seconds, threads, softmax = sys.argv[2:7]
+        print(json.dumps(torch_speed(corpus, cache, float(seconds), int(threads), softmax)))
+    else:
+        main()

@@ -36,6 +36,9 @@ def info(checkpoint, as_json):
         f"{summary['hidden']} hidden",
         "input         " + (f"embedding {summary['embed']}" if summary["embed"] else "one-hot"),
         f"dropout       {summary['dropout']}",
+        "output        " + ("adaptive softmax (head "
+                            f"{model.config.head:,} chars, {len(model.config.tails)} clusters)"
+                            if summary["softmax"] == "adaptive" else "full softmax"),
         f"vocabulary    {summary['vocab_size']} chars: {model.vocab.preview()}",
         f"parameters    {summary['params']:,}",
         f"steps         {summary['step']:,} ({summary['chars_seen']:,} chars seen)",

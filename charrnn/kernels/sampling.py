@@ -15,6 +15,7 @@ from the head first and computes a cluster only when the draw lands on its token
 import numpy as np
 from numba import njit
 
+from .activations import fast_exp
 from .panels import panel_columns, panel_matmul
 from .recurrent import cell_block_forward, stack_step
 from .sync import meet
@@ -96,8 +97,22 @@ def draw(probs, u):
 
 
 @njit(cache=True)
+def _top(row):
+    """row.max(), NaN included, as a loop: a kernel calling ndarray.max() makes Numba
+    import numba.np.arraymath, and with it scipy.linalg, when it loads the kernel from
+    its cache, about a tenth of a second of `charrnn sample`'s start."""
+    top = row[0]
+    for v in range(1, row.shape[0]):
+        if row[v] > top or row[v] != row[v]:
+            top = row[v]
+            if top != top:
+                break
+    return top
+
+
+@njit(cache=True)
 def _log_sum_exp(row):
-    top = row.max()
+    top = _top(row)
     total = 0.0
     for v in range(row.shape[0]):
         total += np.exp(row[v] - top)
@@ -167,12 +182,18 @@ def draw_head_first(h_top, output, u, head, proj, cluster):
     panel_matmul(h_top, Wy_panels, head)
     row = head[0, :width]
     row += by
-    top = -np.inf
+    first = 0
+    while head_banned[first]:
+        first += 1
+    top = row[first]  # of the row's type, so fast_exp stays float32
+    for j in range(first, width):
+        if not head_banned[j] and (row[j] > top or row[j] != row[j]):
+            top = row[j]
     for j in range(width):
-        if not head_banned[j]:
-            top = max(top, row[j])
+        row[j] = fast_exp(row[j] - top)  # one vectorised pass; banned ids zeroed next
     for j in range(width):
-        row[j] = 0.0 if head_banned[j] else np.exp(row[j] - top)
+        if head_banned[j]:
+            row[j] = 0.0
     j, u = draw(row, u)
     count = width - clusters.shape[0]
     if j < count:
@@ -182,9 +203,9 @@ def draw_head_first(h_top, output, u, head, proj, cluster):
     panel_matmul(h_top, Pt_panels, proj)
     logits = cluster[:n]
     _cluster_logits(proj[0], tail_W, tail_b, clusters, c, logits)
-    top = logits.max()
+    top = _top(logits)
     for v in range(n):
-        logits[v] = np.exp(logits[v] - top)
+        logits[v] = fast_exp(logits[v] - top)
     k, _ = draw(logits, u)
     return order[first + k]
 
@@ -235,7 +256,7 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h
     for k in range(ids.shape[0] - 1):
         logits = step_logits(cell, table0, ids[k], Wx_up_panels, b_up, Wh_panels, bn,
                              output, h, c, scratch)
-        top = logits.max()
+        top = _top(logits)
         total = 0.0
         for v in range(V):
             total += np.exp(logits[v] - top)
