@@ -144,11 +144,11 @@ class Sampler:
         input; (h, c) advance. Returns the last id."""
         parts = len(self.unit_parts)
         h_pair, c_pair = np.stack([h, h]), np.stack([c, c])  # (2, L, H)
-        counters, token_box = np.zeros(1, np.int64), np.zeros(1, np.int64)
+        counters = np.zeros(1, np.int64)
         parallel.run_meeting_parts(generate, [
             (self.cell, table0, Wx_up, b_up, Wh, self.bn, self.output, token, uniforms,
              1.0 / decoding.temperature, decoding.top_k, decoding.top_p, decoding.greedy,
-             self.banned, h_pair, c_pair, out, j0, j1, part, parts, counters, token_box)
+             self.banned, h_pair, c_pair, out, j0, j1, part, parts, counters)
             for part, (j0, j1, table0, Wx_up, b_up, Wh) in enumerate(self.unit_parts)], counters)
         h[...], c[...] = h_pair[len(out) % 2], c_pair[len(out) % 2]
         return int(out[-1]) if len(out) else token

@@ -181,6 +181,30 @@ def test_sampling_and_scoring_agree_with_the_batched_forward():
     assert len(sampler.beam_search(ids[:5], 10, 3, rng)) == 10
 
 
+def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypatch):
+    """Every part draws the token itself from the same state and uniform: the text and
+    state of two threads must be those of one, bit for bit, head-first draws included."""
+    from charrnn import sample
+    case = adaptive_case("lstm", 3, dtype=np.float32)
+    single = sampler_of(case.model)
+    monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    monkeypatch.setattr(parallel, "_threads", 2)
+    split = sampler_of(case.model)
+    assert len(split.unit_parts) == 2
+    for decoding in (Decoding(), Decoding(0.8)):
+        results = []
+        for s in (single, split):
+            h, c = s.zero_state()
+            out = np.empty(300, np.int64)
+            s.generate_into(2, np.random.default_rng(4).random(300), decoding, h, c, out)
+            results.append((out, h, c))
+        for one, two in zip(*results):
+            np.testing.assert_array_equal(one, two)
+        drawn = set(results[0][0].tolist())
+        assert drawn & set(LAYOUT["output_order"][3:])  # clusters' characters drawn too
+
+
 def test_temperature_one_draws_head_first_without_computing_the_clusters():
     """Plain sampling needs a cluster only when the head's draw lands on its token: a
     model whose cluster weights are not finite still samples cleanly from its head,

@@ -266,14 +266,16 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h
 @njit(cache=True, error_model="numpy", nogil=True)
 def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output, token,
              uniforms, inv_temperature, top_k, top_p, greedy, banned, h_pair, c_pair,
-             out_ids, j0, j1, part, parts, counters, token_box):
+             out_ids, j0, j1, part, parts, counters):
     """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
 
     One stream has no batch rows to share among threads, so each of `parts` threads runs
     this loop for its own units j0:j1 of every layer, and they meet (sync.meet on
     counters) after each layer: the next layer, and the next step, need every unit.
-    Part 0 also computes the logits, draws the token and hands it to the others through
-    token_box (1). A single thread passes part 0 of 1 and all units.
+    Then every part computes the logits and draws the token itself: the same arithmetic
+    on the same state and uniform gives each the same token, so none waits for another
+    to hand it over (one meeting per layer per character, not one more). Part 0 writes
+    out_ids. A single thread passes part 0 of 1 and all units.
 
     Inputs: cell code; table0_units (V, G*U) and b_up_units (L-1, G*U): the columns of
     stack_step's table0 and b_up that feed these U = j1 - j0 units, gate-major;
@@ -327,17 +329,15 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
                                c_pair[nxt, layer:layer + 1], acts, aux, j0, j1)
             meeting += 1
             meet(counters, parts, meeting)
-        if part == 0 and head_first:
+        # After the top layer's meeting, the next step writes only the state buffer
+        # that no part reads any more (see h_pair above), so a part may run ahead.
+        if head_first:
             token = draw_head_first(h_pair[nxt, L - 1:L], output, uniforms[i], head, proj,
                                     cluster)
-        elif part == 0:
+        else:
             logits = output_scores(h_pair[nxt, L - 1:L], output, head, proj, cluster, scores)
             token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
                                  banned, probs)
         if part == 0:
             out_ids[i] = token
-            token_box[0] = token
-        meeting += 1
-        meet(counters, parts, meeting)
-        token = token_box[0]
     return token
