@@ -36,7 +36,7 @@ def test_bench_extras_rows_in_json_and_as_text(tiny_configs):
 
     assert startup["measure"] == "startup" and startup["runs"] == 1
     assert 0 < startup["first_char_s"] <= startup["exit_s"] < 60
-    assert startup["target_max_s"] == 1.0
+    assert startup["target_max_s"] == 0.5 and "--prime ROMEO:" in startup["command"]
 
     assert rss["measure"] == "peak_rss" and rss["config"] == "M" and rss["threads"] == 2
     assert 20 < rss["peak_rss_mb"] < 4096  # a Python process with numpy and numba loaded
