@@ -70,7 +70,7 @@ data/chinese.txt:
 bench: install ## training and sampling chars/s of every config (charrnn.bench.speed)
 	$(BENCH_ENV) $(PY) -m charrnn.bench.speed --config all
 
-bench-corpus: install ## peak RSS on 10 MB and 1 GB corpora; chars/s with 6,000 chars (charrnn.bench.corpus)
+bench-corpus: install ## peak RSS on 10 MB and 1 GB corpora; chars/s with 6,000 chars, full and adaptive softmax, vs PyTorch (charrnn.bench.corpus)
 	$(BENCH_ENV) $(PY) -m charrnn.bench.corpus
 
 bench-quality: install ## validation nats/char at fixed budgets vs PyTorch (charrnn.bench.quality)

@@ -221,6 +221,32 @@ def test_temperature_one_draws_head_first_without_computing_the_clusters():
     assert np.isnan(scores[[3, 6, 5]]).all() and np.isfinite(scores[[4, 0, 7]]).all()
 
 
+def test_fine_tuning_carries_output_weights_by_character_and_place():
+    """A character's output weights follow it where it sits in the same part of both
+    models: a head column, or a column of the same cluster (whose projection comes
+    along); a character that changed parts starts fresh."""
+    from charrnn.finetune import transfer_by_character
+    old = adaptive_case("lstm", 3, dtype=np.float64).model
+    old_vocab = Vocab(tuple("abcdefghi"), (1,) * 9)  # "a" to "h" keep their ids
+    new_vocab = Vocab(tuple("abcdefghz"), (1,) * 9)
+    # old head e a h, cluster 0 c i b; new head e a c, cluster 0 h z b
+    layout = dict(LAYOUT, output_order=(4, 0, 2, 7, 8, 1, 3, 6, 5))
+    new = Model(ModelConfig("lstm", V, H, L, embed=3, **layout), dtype=np.float64)
+    new.initialise(np.random.default_rng(1))
+    fresh = {name: view.copy() for name, view in new.params.items()}
+    transfer_by_character(old, old_vocab, new, new_vocab)
+    po, pn = old.params, new.params
+    assert np.array_equal(pn["Wy"][:, 0], po["Wy"][:, 0])  # "e": head column 0 in both
+    assert np.array_equal(pn["Pt0"], po["Pt0"])  # the same projection width
+    assert np.array_equal(pn["Wt0"][:, 1], fresh["Wt0"][:, 1])  # "z": new
+    assert np.array_equal(pn["Wy"][:, 2], fresh["Wy"][:, 2])  # "c": cluster -> head
+    assert np.array_equal(pn["Wt0"][:, 0], fresh["Wt0"][:, 0])  # "h": head -> cluster
+    assert np.array_equal(pn["Wt0"][:, 2], po["Wt0"][:, 2])  # "b": cluster 0 in both
+    assert np.array_equal(pn["bt0"][2], po["bt0"][2])
+    assert np.array_equal(pn["Wh0"], po["Wh0"]) and np.array_equal(pn["embed"][:8],
+                                                                   po["embed"][:8])
+
+
 # -- the layout ----------------------------------------------------------------------------
 
 def test_choose_layout_covers_the_vocabulary_and_keeps_the_unknown_in_the_head():
