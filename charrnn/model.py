@@ -64,6 +64,7 @@ class ModelConfig:
             if not (ints and self.head >= 1 and tails and all(
                     len(pair) == 2 and min(pair) >= 1 for pair in tails)
                     and self.head + sum(size for size, _ in tails) == self.vocab_size
+                    and len(self.output_order) == self.vocab_size  # before building a range
                     and sorted(self.output_order) == list(range(self.vocab_size))):
                 raise ValueError("the adaptive softmax's head, tails and output order do "
                                  "not fit the vocabulary")

@@ -276,7 +276,8 @@ def test_auto_uses_the_adaptive_softmax_from_the_measured_size():
     {"head": 3, "tails": ((3, 2),), "output_order": tuple(range(9))},  # sizes short of V
     {"head": 3, "tails": ((6, 2),), "output_order": (0,) * 9},  # not a permutation
     {"head": 3, "tails": (), "output_order": tuple(range(9))},  # no cluster
-    {"head": 3, "tails": ((6, 0),), "output_order": tuple(range(9))}])
+    {"head": 3, "tails": ((6, 0),), "output_order": tuple(range(9))},
+    {"head": 3, "tails": ((6, 2),), "output_order": tuple(range(8))}])  # one id short
 def test_config_refuses_a_layout_that_does_not_fit(fields):
     with pytest.raises(ValueError, match="adaptive softmax"):
         ModelConfig("lstm", V, H, L, **fields)
