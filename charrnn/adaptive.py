@@ -27,7 +27,7 @@ from .defaults import ADAPTIVE_FROM_CHARS, SOFTMAXES
 from .kernels.output import softmax_xent
 
 HEAD_SHARE = 0.9  # the head holds the most frequent characters up to this share of text
-HEAD_MIN, HEAD_MAX = 256, 1024  # ...but at least and at most this many
+HEAD_MIN, HEAD_MAX = 256, 512  # ...but at least and at most this many
 CLUSTER_GROWTH = 4  # each cluster holds this many times the characters before it
 TAIL_SHRINK = 4  # and its projection is this much narrower than the one before
 MIN_PROJECTION = 8
@@ -123,8 +123,10 @@ def forward(layout: Layout, params, x, ys, scale: float, dtype):
             tails.append(None)
             continue
         inputs = x[rows]
-        projected = inputs @ params[f"Pt{c}"]
-        cluster_logits = projected @ params[f"Wt{c}"]
+        dim, size = params[f"Wt{c}"].shape
+        projected = parallel.matmul(inputs, params[f"Pt{c}"], np.empty((rows.size, dim), dtype))
+        cluster_logits = parallel.matmul(projected, params[f"Wt{c}"],
+                                         np.empty((rows.size, size), dtype))
         cluster_logits += params[f"bt{c}"]
         cluster_losses = np.empty(rows.size, np.float64)
         _softmax_rows(cluster_logits, layout.rank[ys[rows]] - start, scale, cluster_losses)
@@ -146,10 +148,11 @@ def backward(params, grads, x, cache, dtype) -> np.ndarray:
                 grads[name][...] = 0.0
             continue
         rows, inputs, projected, dcluster = tail
-        np.matmul(projected.T, dcluster, out=grads[f"Wt{c}"])
+        parallel.matmul_tn(projected, dcluster, grads[f"Wt{c}"])
         dcluster.sum(axis=0, out=grads[f"bt{c}"])
-        dprojected = dcluster @ params[f"Wt{c}"].T
-        np.matmul(inputs.T, dprojected, out=grads[f"Pt{c}"])
+        dprojected = parallel.matmul(dcluster, params[f"Wt{c}"].T,
+                                     np.empty(projected.shape, dtype))
+        parallel.matmul_tn(inputs, dprojected, grads[f"Pt{c}"])
         dx[rows] += dprojected @ params[f"Pt{c}"].T
     return dx
 
