@@ -27,10 +27,12 @@ from .defaults import ADAPTIVE_FROM_CHARS, SOFTMAXES
 from .kernels.output import softmax_xent
 
 HEAD_SHARE = 0.9  # the head holds the most frequent characters up to this share of text
-HEAD_MIN, HEAD_MAX = 256, 512  # ...but at least and at most this many
+# ...but at least and at most this many: a wider head scored no better at equal time
+# (docs/corpora.md, "Large alphabets")
+HEAD_MIN, HEAD_MAX = 256, 512
 CLUSTER_GROWTH = 4  # each cluster holds this many times the characters before it
 TAIL_SHRINK = 4  # and its projection is this much narrower than the one before
-MIN_PROJECTION = 8
+MIN_PROJECTION = 8  # the narrowest a cluster's projection gets
 MIN_CLUSTER = 64  # a smaller last cluster joins the one before it
 
 
