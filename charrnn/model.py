@@ -23,7 +23,7 @@ import numpy as np
 from . import adaptive, parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
-from .kernels.panels import pack_panels, padded_columns, panel_width, to_bfloat16
+from .kernels.panels import padded_columns, panel_width, to_bfloat16
 from .kernels.recurrent import (
     recurrent_backward,
     recurrent_backward_team,
@@ -146,11 +146,16 @@ def packed_panels(W: np.ndarray, bfloat16: bool = False) -> np.ndarray:
     matrix of a stack on its own; as bfloat16 bit patterns if asked (float32 W only)."""
     *lead, K, C = W.shape
     panels = empty_panels(K, C, W.dtype, tuple(lead), bfloat16)
-    if not lead:  # a single matrix (every training step): no index loop
-        pack_panels(to_bfloat16(W) if bfloat16 else W, panels)
-        return panels
-    for index in np.ndindex(*lead):
-        pack_panels(to_bfloat16(W[index]) if bfloat16 else W[index], panels[index])
+    source = to_bfloat16(W) if bfloat16 else W
+    # One strided copy in numpy, as pack_panels does it: no kernel to load, which
+    # matters to `charrnn sample`'s start (docs/performance.md, "Start-up").
+    P, PW = panels.shape[-3], panels.shape[-1]
+    whole = C // PW  # panels filled to the last column; the last one may be partial
+    panels[..., :whole, :, :] = source[..., :whole * PW].reshape(
+        *lead, K, whole, PW).swapaxes(-3, -2)
+    if whole < P:
+        panels[..., whole, :, :] = 0
+        panels[..., whole, :, :C - whole * PW] = source[..., whole * PW:]
     return panels
 
 

@@ -120,3 +120,24 @@ def test_packing_a_threads_units_equals_packing_their_columns(dtype, gates, H, j
     panels.fill(np.nan)
     pack_unit_panels(W, gates, j0, j1, panels)
     assert np.array_equal(panels, packed_panels(unit_columns(W, gates, j0, j1)))
+
+
+@pytest.mark.parametrize("shape, transposed, bfloat16", [
+    ((7, 5), False, False), ((70, 45), False, True), ((128, 64), False, False),
+    ((2, 3, 33), False, False), ((2, 3, 33), False, True), ((40, 9), True, False),
+    ((0, 4, 9), False, False)])
+def test_packed_panels_in_numpy_equal_the_packing_kernel(shape, transposed, bfloat16):
+    """model.packed_panels packs in numpy (no kernel to load when sampling starts);
+    the bytes must be pack_panels', padding included, for stacks, partial last panels,
+    transposed views and bfloat16."""
+    from charrnn.kernels.panels import pack_panels, to_bfloat16
+    from charrnn.model import empty_panels
+    W = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    W = W.T if transposed else W
+    *lead, K, C = W.shape
+    want = empty_panels(K, C, W.dtype, tuple(lead), bfloat16)
+    want.fill(7)
+    for index in np.ndindex(*lead):
+        pack_panels(to_bfloat16(W[index]) if bfloat16 else W[index], want[index])
+    got = packed_panels(W, bfloat16)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
