@@ -73,6 +73,20 @@ def choose_layout(counts, unknown_id: int | None, hidden: int) -> dict:
     return {"head": head, "tails": tuple(tails), "output_order": tuple(int(i) for i in order)}
 
 
+def check_layout(head, tails: tuple, output_order: tuple, vocab_size: int) -> None:
+    """Raise ValueError unless (head, tails, output_order) lay out vocab_size ids: whole
+    numbers, a head and at least one cluster, sizes adding up, and every id once."""
+    ints = all(type(n) is int for pair in tails for n in pair) and all(
+        type(n) is int for n in output_order)
+    if not (ints and head >= 1 and tails
+            and all(len(pair) == 2 and min(pair) >= 1 for pair in tails)
+            and head + sum(size for size, _ in tails) == vocab_size
+            and len(output_order) == vocab_size  # before building a range of that size
+            and sorted(output_order) == list(range(vocab_size))):
+        raise ValueError("the adaptive softmax's head, tails and output order do not fit "
+                         "the vocabulary")
+
+
 def describe(layout: dict, counts) -> str:
     """One line for the training run's notes: the layout and the text its head covers."""
     counts = np.asarray(counts, np.float64)

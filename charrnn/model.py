@@ -59,15 +59,7 @@ class ModelConfig:
         object.__setattr__(self, "tails", tails)
         object.__setattr__(self, "output_order", tuple(self.output_order))
         if self.head or tails or self.output_order:
-            ints = all(type(n) is int for pair in tails for n in pair) and all(
-                type(n) is int for n in self.output_order)
-            if not (ints and self.head >= 1 and tails and all(
-                    len(pair) == 2 and min(pair) >= 1 for pair in tails)
-                    and self.head + sum(size for size, _ in tails) == self.vocab_size
-                    and len(self.output_order) == self.vocab_size  # before building a range
-                    and sorted(self.output_order) == list(range(self.vocab_size))):
-                raise ValueError("the adaptive softmax's head, tails and output order do "
-                                 "not fit the vocabulary")
+            adaptive.check_layout(self.head, tails, self.output_order, self.vocab_size)
 
     @property
     def softmax(self) -> str:

@@ -252,15 +252,10 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h
     In/out: h, c (L, H), carried across calls. Output: losses (K - 1).
     """
     scratch = step_scratch(table0, Wh_panels, output, h.dtype)
-    V = output[2].shape[0]
     for k in range(ids.shape[0] - 1):
         logits = step_logits(cell, table0, ids[k], Wx_up_panels, b_up, Wh_panels, bn,
                              output, h, c, scratch)
-        top = _top(logits)
-        total = 0.0
-        for v in range(V):
-            total += np.exp(logits[v] - top)
-        losses[k] = np.log(total) + top - logits[ids[k + 1]]
+        losses[k] = _log_sum_exp(logits) - logits[ids[k + 1]]
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
