@@ -78,7 +78,7 @@ print(VECTOR_BYTES, ROWS_PER_TILE, "ok")
 @pytest.mark.slow  # a subprocess or a compile: `make test-fast` leaves it out
 def test_products_on_a_cpu_without_avx512(tmp_path):
     # Most laptops have AVX2 but not AVX-512: there the tiles use 32-byte vectors and
-    # 4 rows. Compile for such a CPU (Haswell) in a child process and check them.
+    # 6 rows. Compile for such a CPU (Haswell) in a child process and check them.
     import os
     import subprocess
     import sys
@@ -93,7 +93,7 @@ def test_products_on_a_cpu_without_avx512(tmp_path):
     result = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["32", "4", "ok"]
+    assert result.stdout.split() == ["32", "6", "ok"]
 
 
 def test_mismatched_shapes_are_refused_not_written_past():

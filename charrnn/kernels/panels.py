@@ -41,10 +41,14 @@ def _target_features() -> str:
 
 # 64-byte vectors (AVX-512: 32 registers) or 32-byte ones (AVX2: 16 registers).
 VECTOR_BYTES = 64 if "+avx512f" in _target_features().split(",") else 32
-# A tile holds 2 accumulators per row plus the two weight vectors and one splat.
-ROWS_PER_TILE = 8 if VECTOR_BYTES == 64 else 4
-# Up to half a tile of rows left over join the last whole tile instead of another pass
-# over the panels: 2 * 1.5 * ROWS_PER_TILE sums + 3 vectors still fit the registers.
+# A tile of r rows and g panels holds 2 * g sums per row, the 2 * g weight vectors of a
+# k and one splat. On AVX2 all 16 registers can hold them; with AVX-512, tiles of more
+# than 25 ran at half speed (docs/threads-and-kernels.md, "The recurrent product: panels").
+TILE_REGISTERS = 25 if VECTOR_BYTES == 64 else 16
+ROWS_PER_TILE = 8 if VECTOR_BYTES == 64 else 6
+# Rows left over, up to this many, join the last whole tile instead of another pass
+# over the panels, as long as the larger tile still fits TILE_REGISTERS.
+JOIN_ROWS = min(ROWS_PER_TILE // 2, (TILE_REGISTERS - 3) // 2 - ROWS_PER_TILE)
 TILE_AND_1, TILE_AND_2 = ROWS_PER_TILE + 1, ROWS_PER_TILE + 2
 TILE_AND_3, TILE_AND_4 = ROWS_PER_TILE + 3, ROWS_PER_TILE + 4
 
@@ -241,7 +245,7 @@ def panel_matmul(x, panels, out):
         raise ValueError("panel_matmul: shapes do not match")  # the tiles do not check
     left = R % ROWS_PER_TILE
     whole = R - left
-    if whole and 0 < left <= ROWS_PER_TILE // 2:  # the last tile takes the rows left
+    if whole and 0 < left <= JOIN_ROWS:  # the last tile takes the rows left
         last = whole - ROWS_PER_TILE
         for p in range(P):  # panel by panel: each stays in L1 while its rows pass
             for r in range(0, last, ROWS_PER_TILE):
@@ -275,18 +279,24 @@ def panel_matmul(x, panels, out):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _tile_fits(rows, group):
+    """Whether a tile of rows x group panels keeps its vectors in TILE_REGISTERS."""
+    return 2 * group * rows + 2 * group + 1 <= TILE_REGISTERS
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _rows_left(x, r, panels, out, rows):
     """The last rows (fewer than a tile), four panels at a time for one row and two for
-    up to half a tile's rows, so at least eight sums are in flight and the sums and
-    weights still fit the registers (docs/threads-and-kernels.md, "The recurrent
-    product: panels"). Beyond that one row is bound by reading W from L2."""
+    a few rows where they fit the registers, so that enough sums are in flight
+    (docs/threads-and-kernels.md, "The recurrent product: panels"). Beyond that one row
+    is bound by reading W from L2."""
     P = panels.shape[0]
     p = 0
-    if rows == 1:
+    if rows == 1 and _tile_fits(rows, 4):
         while p + 4 <= P:
             _tile(x, r, panels, p, out, rows, 4)
             p += 4
-    if rows <= ROWS_PER_TILE // 2:
+    if _tile_fits(rows, 2):
         while p + 2 <= P:
             _tile(x, r, panels, p, out, rows, 2)
             p += 2
