@@ -37,7 +37,6 @@ _threads = 0
 _cores = 0  # the cores this process may use, asked once
 _team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
 _team_pid = 0  # the process that loaded the team: a fork() of it may not use it
-TEAM_SPIN_COUNT = 15000  # GOMP_SPINCOUNT unless the user set it (docs/threads-and-kernels.md)
 
 
 class _ThisThread(threading.local):
@@ -181,10 +180,11 @@ def _load_team() -> int:
     After a parallel region GNU OpenMP's threads spin for GOMP_SPINCOUNT iterations
     before they sleep; by default long enough to take a core from the pool threads that
     run the next step's batch pieces, while a thread that slept must be woken at the
-    next call. TEAM_SPIN_COUNT covers most gaps between a batch-1 step's team calls
-    (docs/threads-and-kernels.md, "Threads", "Spinning"). libgomp reads the variable
-    once, when loaded; it is then taken out of the environment again, so child
-    processes (the PyTorch peer of `bench`) keep their own default."""
+    next call. Unless the user set it, it is the count that lasts
+    machine.TEAM_SPIN_MICROSECONDS on this machine, which covers most gaps between a
+    batch-1 step's team calls (docs/threads-and-kernels.md, "Spinning"). libgomp reads
+    the variable once, when loaded; it is then taken out of the environment again, so
+    child processes (the PyTorch peer of `bench`) keep their own default."""
     import numba
 
     if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("1", "true", "yes", "on"):
@@ -196,7 +196,9 @@ def _load_team() -> int:
         except ValueError:
             return 0
     spin_chosen = "GOMP_SPINCOUNT" in os.environ
-    os.environ.setdefault("GOMP_SPINCOUNT", str(TEAM_SPIN_COUNT))
+    if not spin_chosen:
+        from .machine import team_spin_count
+        os.environ["GOMP_SPINCOUNT"] = str(team_spin_count())
     chosen = numba.config.THREADING_LAYER
     if chosen == "default":
         numba.config.THREADING_LAYER = "omp"

@@ -11,6 +11,7 @@ The counter only grows within one loop: meeting k (1-based) waits until it reach
 parts * k, so no reset is needed between meetings. The caller zeroes it before the loop.
 """
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -54,6 +55,31 @@ def yield_core(typingctx):
         builder.call(function, [])
         return context.get_dummy_value()
     return types.void(), codegen
+
+
+@intrinsic
+def pause_core(typingctx):
+    """x86's PAUSE, the hint a spin-wait loop gives the core (what GNU OpenMP's waiting
+    threads run between reads); nothing on other processors."""
+    def codegen(context, builder, signature, args):
+        if llvm.get_process_triple().startswith(("x86_64", "i686", "i386")):
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(function, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def spin_wait(flag, spins):
+    """Read flag[0] until it is not zero, at most `spins` times with a PAUSE after each
+    read, as a GNU OpenMP thread waits for work; return the reads made. machine.py times
+    it to turn a spin time into GOMP_SPINCOUNT."""
+    for spin in range(spins):
+        if atomic_read(flag) != 0:
+            return spin
+        pause_core()
+    return spins
 
 
 @njit(cache=True, nogil=True)
