@@ -1,5 +1,6 @@
-"""Figures charrnn measures once on each machine and keeps, instead of constants
-measured on one host: how long a spin-wait iteration takes here.
+"""What charrnn reads from the machine, or measures once on it and keeps, instead of
+constants measured on one host: the size of a core's L2 cache, and how long a spin-wait
+iteration takes here.
 
 They are kept in a small JSON file named after this CPU, beside the compiled kernels
 (NUMBA_CACHE_DIR, which runtime.key_kernel_cache sets) or else in the user's cache, so
@@ -10,6 +11,7 @@ again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +26,31 @@ from pathlib import Path
 TEAM_SPIN_MICROSECONDS = 300
 SPINS_TIMED = 20_000  # per timing, about 0.5 ms; the fastest of SPIN_TIMINGS counts
 SPIN_TIMINGS = 5
+
+
+@functools.lru_cache(maxsize=1)
+def l2_cache_bytes() -> int | None:
+    """The L2 cache of one core (the first), in bytes, as Linux describes it in sysfs;
+    None where it is not found."""
+    caches = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for index in sorted(caches.glob("index*")):
+            if ((index / "level").read_text().strip() == "2"
+                    and (index / "type").read_text().strip() in ("Unified", "Data")):
+                return cache_size_bytes((index / "size").read_text())
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cache_size_bytes(text: str) -> int:
+    """'1024K' (sysfs's spelling), '2M' or '65536' as bytes; ValueError otherwise."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    number = int(text[:-1] if scale > 1 else text)
+    if number <= 0:
+        raise ValueError(f"not a cache size: {text!r}")
+    return number * scale
 
 
 def team_spin_count() -> int:

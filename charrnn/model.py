@@ -219,7 +219,8 @@ class Model:
         h0 = np.ascontiguousarray(h0, self.dtype)
         c0 = np.ascontiguousarray(c0, self.dtype)
         scale = 1.0 / (N * T) if need_grad else 0.0  # of the whole batch's mean loss
-        pieces = parallel.batch_pieces(N, self.config.hidden)
+        pieces = parallel.batch_pieces(N, self.config.hidden, self.config.gates,
+                                       self.dtype.itemsize)
 
         def piece(lo, hi):
             with parallel.one_thread_per_piece(len(pieces)):

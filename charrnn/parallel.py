@@ -30,7 +30,7 @@ MIN_PANELS_PER_TEAM_PART = 2  # column panels of a product per team thread, at l
 MIN_TEAM_PRODUCT = 1 << 21  # multiply-adds of a product split on the team, at least
 UNIT_SPLIT_WIDTH = 256  # layers this wide split their units when the batch is not split
 TEAM_SPLIT_WIDTH = 128  # ... or this wide, when the parts start on Numba's team
-PIECES_BELOW_WIDTH = 384  # batches of narrower layers split into row pieces (batch_pieces)
+PIECES_BELOW_WIDTH = 384  # where the L2 is unknown, narrower layers' batches split (splits_units)
 UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
 _pool: ThreadPoolExecutor | None = None
 _threads = 0
@@ -71,20 +71,32 @@ def row_ranges(rows: int, min_rows: int = MIN_ROWS_PER_PART) -> list[tuple[int, 
     return [(k * rows // parts, (k + 1) * rows // parts) for k in range(parts)]
 
 
-def batch_pieces(rows: int, units: int) -> list[tuple[int, int]]:
+def batch_pieces(rows: int, units: int, gates: int = 4, itemsize: int = 4
+                 ) -> list[tuple[int, int]]:
     """How threads share a batch of `rows` rows through a network of `units`-wide
-    layers: [(lo, hi)] row pieces, each run start to finish by one thread, or the
-    whole batch, [(0, rows)], whose layers then split their units (layer_units).
-
-    Pieces need no meetings and only two hand-offs per step, but every thread streams
-    all of each Wh every step; splitting units keeps each thread's share of Wh in its
-    own cache, but the threads meet once per time step and hand off at every stage.
-    Pieces win below PIECES_BELOW_WIDTH units (docs/threads-and-kernels.md, "Threads",
-    the table). A batch of one row has no pieces: its layers split their units instead
-    (layer_units)."""
-    if units >= PIECES_BELOW_WIDTH:
+    layers of `gates` gates and weights of `itemsize` bytes: [(lo, hi)] row pieces,
+    each run start to finish by one thread, or the whole batch, [(0, rows)], whose
+    layers then split their units (layer_units), as splits_units decides. A batch of
+    one row has no pieces: its layers split their units instead (layer_units)."""
+    if splits_units(units, gates, itemsize):
         return [(0, rows)]
     return row_ranges(rows, 1)
+
+
+def splits_units(units: int, gates: int = 4, itemsize: int = 4) -> bool:
+    """Whether a batch's layers split their units between the threads rather than the
+    batch its rows. Pieces need no meetings and only two hand-offs per step, but every
+    thread streams all of each Wh every step; splitting units keeps each thread's share
+    of Wh in its own core's cache, but the threads meet once per time step and hand off
+    at every stage. So units split when a thread's share of a layer's Wh fits its
+    core's L2 and the whole does not (docs/threads-and-kernels.md, "Threads", the
+    table); where the L2 is unknown, from PIECES_BELOW_WIDTH units."""
+    from .machine import l2_cache_bytes
+    l2 = l2_cache_bytes()
+    if l2 is None:
+        return units >= PIECES_BELOW_WIDTH
+    layer = units * gates * units * itemsize
+    return l2 < layer <= l2 * thread_count()
 
 
 def layer_units(units: int) -> list[tuple[int, int]]:

@@ -468,7 +468,7 @@ def split_units(monkeypatch):
     from charrnn import parallel
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
-    monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", 1)
+    monkeypatch.setattr(parallel, "splits_units", lambda *layer: True)
     monkeypatch.setattr(parallel, "_threads", 3)
     assert [j1 - j0 for j0, j1 in parallel.layer_units(H)] == [1, 1, 2]
     assert parallel.batch_pieces(N, H) == [(0, N)]
@@ -483,7 +483,7 @@ def split_units_on_team(monkeypatch):
         pytest.skip("no GNU OpenMP team here: the pool runs the parts (tested above)")
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "UNIT_SPLIT_WIDTH", 1)
-    monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", 1)
+    monkeypatch.setattr(parallel, "splits_units", lambda *layer: True)
     monkeypatch.setattr(parallel, "_threads", 2)
     assert parallel.layer_units(H) == [(0, 2), (2, 4)] and parallel.team_runs(2)
 
@@ -515,7 +515,7 @@ def test_threads_give_the_results_of_one_thread(cell, monkeypatch):
     # the batch split into row pieces
     for threads, pieces_below, team_size in ((1, 1000, team), (3, 1, team), (2, 1, 0),
                                              (2, 1, team), (2, 1000, team), (3, 1000, team)):
-        monkeypatch.setattr(parallel, "PIECES_BELOW_WIDTH", pieces_below)
+        monkeypatch.setattr(parallel, "splits_units", lambda *layer, below=pieces_below: H >= below)
         monkeypatch.setattr(parallel, "_threads", threads)
         monkeypatch.setattr(parallel, "_team_size", team_size)
         pieces = threads if pieces_below > H else 1

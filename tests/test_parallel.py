@@ -45,9 +45,22 @@ def team(monkeypatch):
     return use
 
 
-def test_batch_pieces_split_rows_below_384_units_and_wide_layers_their_units(threads, team):
+@pytest.fixture
+def l2(monkeypatch):
+    """Pretend a core's L2 cache holds this many bytes (None: unknown)."""
+    from charrnn import machine
+
+    def use(size):
+        monkeypatch.setattr(machine, "l2_cache_bytes", lambda: size)
+    return use
+
+
+@pytest.mark.parametrize("l2_size", [2 << 20, None])  # the second: from 384 units on
+def test_batch_pieces_split_rows_below_384_units_and_wide_layers_their_units(
+        threads, team, l2, l2_size):
     threads(2)
     team(2)
+    l2(l2_size)
     assert parallel.batch_pieces(50, 128) == [(0, 25), (25, 50)]
     assert parallel.batch_pieces(50, 512) == [(0, 50)]
     assert parallel.layer_units(512) == [(0, 256), (256, 512)]
@@ -66,6 +79,45 @@ def test_batch_pieces_split_rows_below_384_units_and_wide_layers_their_units(thr
     threads(1)
     assert parallel.batch_pieces(50, 128) == [(0, 50)]
     assert parallel.layer_units(512) == [(0, 512)]
+
+
+def test_units_split_when_a_share_of_wh_fits_the_l2_and_the_whole_does_not(threads, l2):
+    threads(2)
+    l2(1 << 20)  # 1 MiB per core
+    assert parallel.batch_pieces(50, 256) == [(0, 25), (25, 50)]  # Wh 1 MiB: fits whole
+    assert parallel.batch_pieces(50, 384) == [(0, 25), (25, 50)]  # a half, 1.1 MiB, does not
+    assert parallel.batch_pieces(50, 512) == [(0, 25), (25, 50)]
+    assert parallel.batch_pieces(50, 300) == [(0, 50)]  # 1.4 MiB, a half 0.7 MiB
+    assert parallel.batch_pieces(50, 384, gates=3) == [(0, 50)]  # a GRU: 1.7 MiB
+    assert parallel.batch_pieces(50, 256, itemsize=8) == [(0, 50)]  # float64: 2 MiB
+    l2(2 << 20)
+    assert parallel.batch_pieces(50, 384) == [(0, 50)]
+    assert parallel.batch_pieces(50, 512) == [(0, 50)]  # a half is 2 MiB
+    assert parallel.batch_pieces(50, 768) == [(0, 25), (25, 50)]
+    threads(8)  # an eighth, 1.1 MiB, fits where a half did not
+    assert parallel.batch_pieces(50, 768) == [(0, 50)]
+    threads(1)
+    assert parallel.batch_pieces(50, 384) == [(0, 50)]
+
+
+@pytest.mark.parametrize("text, size", [("1024K", 1 << 20), ("2M", 2 << 20), ("48K\n", 48 << 10),
+                                        ("65536", 65536)])
+def test_cache_sizes_read_as_sysfs_writes_them(text, size):
+    from charrnn.machine import cache_size_bytes
+    assert cache_size_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "K", "big", "-1K", "0"])
+def test_a_cache_size_that_is_not_one_is_refused(text):
+    from charrnn.machine import cache_size_bytes
+    with pytest.raises(ValueError):
+        cache_size_bytes(text)
+
+
+def test_this_machine_l2_is_read_or_unknown():
+    from charrnn.machine import l2_cache_bytes
+    size = l2_cache_bytes()
+    assert size is None or (64 << 10) <= size <= (64 << 20)
 
 
 def test_the_team_runs_parts_that_each_get_a_thread_of_it(threads, team):
