@@ -23,7 +23,7 @@ import numpy as np
 from . import adaptive, parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
-from .kernels.panels import padded_columns, panel_width, to_bfloat16
+from .kernels.panels import bfloat16_pairs, padded_columns, panel_width, to_bfloat16
 from .kernels.recurrent import (
     recurrent_backward,
     recurrent_backward_team,
@@ -148,7 +148,7 @@ def packed_panels(W: np.ndarray, bfloat16: bool = False) -> np.ndarray:
     if whole < P:
         panels[..., whole, :, :] = 0
         panels[..., whole, :, :C - whole * PW] = source[..., whole * PW:]
-    return panels
+    return bfloat16_pairs(panels) if bfloat16 else panels
 
 
 class Model:

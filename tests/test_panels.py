@@ -130,7 +130,7 @@ def test_packed_panels_in_numpy_equal_the_packing_kernel(shape, transposed, bflo
     """model.packed_panels packs in numpy (no kernel to load when sampling starts);
     the bytes must be pack_panels', padding included, for stacks, partial last panels,
     transposed views and bfloat16."""
-    from charrnn.kernels.panels import pack_panels, to_bfloat16
+    from charrnn.kernels.panels import bfloat16_pairs, pack_panels, to_bfloat16
     from charrnn.model import empty_panels
     W = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
     W = W.T if transposed else W
@@ -139,5 +139,27 @@ def test_packed_panels_in_numpy_equal_the_packing_kernel(shape, transposed, bflo
     want.fill(7)
     for index in np.ndindex(*lead):
         pack_panels(to_bfloat16(W[index]) if bfloat16 else W[index], want[index])
+    want = bfloat16_pairs(want) if bfloat16 else want
     got = packed_panels(W, bfloat16)
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("K, C", [(1, 1), (7, 50), (64, 33), (128, 512)])
+def test_bfloat16_panels_multiply_as_their_float32_values(K, C):
+    """bfloat16 panels (paired halves, bfloat16_pairs) give x @ W with W rounded to
+    bfloat16, for every row remainder and every group of panels a tile takes."""
+    from charrnn.kernels.panels import to_bfloat16
+    rng = np.random.default_rng(K + C)
+    W = rng.standard_normal((K, C)).astype(np.float32)
+    W[0, 0] = 1.0 + 2.0 ** -7  # rounds up to the next bfloat16 (ties to even)
+    rounded = (to_bfloat16(W).astype(np.uint32) << 16).view(np.float32)
+    panels = packed_panels(W, bfloat16=True)
+    assert panels.dtype == np.uint16
+    for rows in range(1, 2 * ROWS_PER_TILE + 2):
+        x = rng.standard_normal((rows, K)).astype(np.float32)
+        out = np.full((rows, padded_columns(C, np.float32)), np.nan, np.float32)
+        panel_matmul(x, panels, out)
+        exact = x.astype(np.float64) @ rounded.astype(np.float64)
+        scale = np.abs(x) @ np.abs(rounded)
+        assert np.all(np.abs(out[:, :C] - exact) <= 1e-5 * scale + 1e-30), rows
+        assert np.all(out[:, C:] == 0.0)

@@ -66,11 +66,22 @@ def padded_columns(columns: int, dtype) -> int:
 
 def to_bfloat16(W: np.ndarray) -> np.ndarray:
     """float32 W rounded to bfloat16 (to nearest, ties to even), as uint16 bit patterns:
-    the top half of each float32. Packed with pack_panels at float32's panel width,
-    panel_matmul reads them as float32 weights with 8 significant bits, half the bytes."""
+    the top half of each float32. Packed with pack_panels at float32's panel width, then
+    paired (bfloat16_pairs), panel_matmul reads them as float32 weights with 8
+    significant bits, half the bytes."""
     bits = np.ascontiguousarray(W, np.float32).view(np.uint32)
     rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
     return np.where(np.isnan(W), np.uint16(0x7FC0), rounded)
+
+
+def bfloat16_pairs(panels: np.ndarray) -> np.ndarray:
+    """bfloat16 panels (..., PW) from pack_panels' column order to the one the tile
+    reads: each 32-bit word holds column q in its low half and column q + PW / 2 in its
+    high half, so one load and two integer operations give both weight vectors (two
+    widening loads and four operations otherwise: docs/threads-and-kernels.md)."""
+    half = panels.shape[-1] // 2
+    return np.ascontiguousarray(
+        panels.reshape(*panels.shape[:-1], 2, half).swapaxes(-1, -2)).reshape(panels.shape)
 
 
 @intrinsic
@@ -96,7 +107,7 @@ def _tile(typingctx, x, r0, panels, p, out, rows, group):
         itemsize = context.get_abi_sizeof(element)
         lanes = VECTOR_BYTES // itemsize
         vector = ir.VectorType(element, lanes)
-        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
         byte = ir.IntType(8).as_pointer()
 
         def constant(value):
@@ -112,15 +123,18 @@ def _tile(typingctx, x, r0, panels, p, out, rows, group):
             return builder.bitcast(builder.gep(pointer, [constant(lane_offset)]),
                                    kind.as_pointer())
 
-        def load_weights(pointer, lane_offset):
+        def load_weights(pointer):
+            """The panel's two weight vectors at pointer (its row k)."""
             if not bfloat16:
-                return builder.load(vector_at(pointer, lane_offset), align=itemsize)
-            # a bfloat16 is the top half of a float32: widen, shift up, reinterpret
-            halves = builder.load(vector_at(pointer, lane_offset, ir.VectorType(i16, lanes)),
-                                  align=2)
-            shift = ir.Constant(ir.VectorType(i32, lanes), [16] * lanes)
-            return builder.bitcast(builder.shl(builder.zext(halves, ir.VectorType(i32, lanes)),
-                                               shift), vector)
+                return [builder.load(vector_at(pointer, 0), align=itemsize),
+                        builder.load(vector_at(pointer, lanes), align=itemsize)]
+            # a bfloat16 is the top half of a float32, and each 32-bit word holds one
+            # of each vector (bfloat16_pairs): shift the low one up, mask the high one
+            words_type = ir.VectorType(i32, lanes)
+            words = builder.load(vector_at(pointer, 0, words_type), align=4)
+            low = builder.shl(words, ir.Constant(words_type, [16] * lanes))
+            high = builder.and_(words, ir.Constant(words_type, [-65536] * lanes))
+            return [builder.bitcast(low, vector), builder.bitcast(high, vector)]
 
         width = 2 * lanes  # columns per panel
         vectors = 2 * group_size  # weight vectors per k, and sums per row
@@ -154,8 +168,7 @@ def _tile(typingctx, x, r0, panels, p, out, rows, group):
         k_offset = builder.mul(k, constant(width))
         weights = []
         for w_panel in w_panels:
-            w_k = builder.gep(w_panel, [k_offset])
-            weights += [load_weights(w_k, 0), load_weights(w_k, lanes)]
+            weights += load_weights(builder.gep(w_panel, [k_offset]))
         updated = []
         for r in range(row_count):
             scalar = builder.load(builder.gep(x_rows[r], [k]), align=itemsize)
