@@ -299,8 +299,8 @@ def _tile_fits(rows, group):
 
 @njit(cache=True, nogil=True, inline="always")
 def _rows_left(x, r, panels, out, rows):
-    """The last rows (fewer than a tile), four panels at a time for one row and two for
-    a few rows where they fit the registers, so that enough sums are in flight
+    """The last rows (fewer than a tile), four panels at a time for one row, and three
+    or two for a few rows where they fit the registers, so that enough sums are in flight
     (docs/threads-and-kernels.md, "The recurrent product: panels"). Beyond that one row
     is bound by reading W from L2."""
     P = panels.shape[0]
@@ -309,6 +309,9 @@ def _rows_left(x, r, panels, out, rows):
         while p + 4 <= P:
             _tile(x, r, panels, p, out, rows, 4)
             p += 4
+    if P - p == 3 and _tile_fits(rows, 3):  # e.g. a 65-wide output layer: one pass
+        _tile(x, r, panels, p, out, rows, 3)
+        return
     if _tile_fits(rows, 2):
         while p + 2 <= P:
             _tile(x, r, panels, p, out, rows, 2)
