@@ -309,13 +309,18 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
             for layer in range(L - 1, -1, -1):
                 panel_matmul(h_pair[now, layer:layer + 1], Wh_panels[layer], gh[layer:])
         for layer in range(L):
-            if layer == 0:
-                gx_units[0, :GU] = table0_units[token]
-            else:
+            if layer == 0:  # this part's columns of the token's row, into place
+                row = table0_units[token]
+                for g in range(G):
+                    gx[0, g * H + j0:g * H + j1] = row[g * U:(g + 1) * U]
+            else:  # the product plus the bias, into place in one pass
                 panel_matmul(h_pair[nxt, layer - 1:layer], Wx_up_panels[layer - 1], gx_units)
-                gx_units[0, :GU] += b_up_units[layer - 1]
-            for g in range(G):
-                gx[0, g * H + j0:g * H + j1] = gx_units[0, g * U:(g + 1) * U]
+                bias = b_up_units[layer - 1]
+                for g in range(G):
+                    target = gx[0, g * H + j0:g * H + j1]
+                    product, b = gx_units[0, g * U:(g + 1) * U], bias[g * U:(g + 1) * U]
+                    for u in range(U):
+                        target[u] = product[u] + b[u]
             if not i % 2:
                 panel_matmul(h_pair[now, layer:layer + 1], Wh_panels[layer], gh[layer:])
             cell_block_forward(cell, gx, gh[layer:layer + 1], bn[layer],
