@@ -81,6 +81,24 @@ def test_frequencies_follow_softmax_with_temperature(temperature):
     assert_matches(draw(LOGITS, temperature=temperature), softmax(LOGITS, temperature))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("banned", [(0,), (2,), (0, 3)])
+def test_plain_sampling_follows_softmax_with_banned_ids_on_an_even_grid(dtype, banned):
+    # temperature 1 takes its own path (exp in the logits' type): a banned maximum, or a
+    # banned first id below the others, must not shift the maximum it subtracts
+    logits = np.array([90.0, 1.0, 2.5, 0.5, -100.0], dtype)  # exp(190) overflows float32
+    mask = np.zeros(len(logits), np.bool_)
+    mask[list(banned)] = True
+    probs = np.empty(len(logits), np.float64)
+    n = 20_000
+    ids = [choose_token(logits, (k + 0.5) / n, 1.0, 0, 1.0, False, mask, probs)
+           for k in range(n)]
+    frequencies = np.bincount(ids, minlength=len(logits)) / n
+    expected = np.where(mask, 0.0, np.exp(logits.astype(np.float64) - 90.0))
+    np.testing.assert_allclose(frequencies, expected / expected.sum(), atol=1e-4)
+    assert choose_token(logits, 0.5, 1.0, 0, 1.0, False, np.ones(5, np.bool_), probs) == -1
+
+
 def test_temperature_is_a_divisor_not_a_multiplier():
     # Guards the oracle itself: T = 0.5 and T = 2 are far apart, so the test above would
     # notice a kernel that multiplied by T instead of dividing.

@@ -37,12 +37,26 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
             if not banned[v] and (best < 0 or logits[v] > logits[best]):
                 best = v
         return best
-    top = -np.inf
-    for v in range(V):
-        if not banned[v]:
-            top = max(top, logits[v] * inv_temperature)
-    for v in range(V):
-        probs[v] = 0.0 if banned[v] else np.exp(logits[v] * inv_temperature - top)
+    if inv_temperature == 1.0:  # the default: exp in the logits' own type, vectorised
+        first = 0
+        while first < V - 1 and banned[first]:
+            first += 1
+        top = logits[first]
+        for v in range(first, V):
+            if not banned[v] and (logits[v] > top or logits[v] != logits[v]):
+                top = logits[v]
+        for v in range(V):
+            probs[v] = fast_exp(logits[v] - top)
+        for v in range(V):
+            if banned[v]:
+                probs[v] = 0.0
+    else:
+        top = -np.inf
+        for v in range(V):
+            if not banned[v]:
+                top = max(top, logits[v] * inv_temperature)
+        for v in range(V):
+            probs[v] = 0.0 if banned[v] else np.exp(logits[v] * inv_temperature - top)
     if (top_k > 0 and top_k < V) or top_p < 1.0:
         # most likely first; stable: ties keep id order
         order = np.argsort(-probs, kind="mergesort")
