@@ -325,8 +325,10 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
         for layer in range(L):
             if layer == 0:  # this part's columns of the token's row, into place
                 row = table0_units[token]
-                for g in range(G):
-                    gx[0, g * H + j0:g * H + j1] = row[g * U:(g + 1) * U]
+                for g in range(G):  # a loop: Numba's slice assignment is slower here
+                    target, source = gx[0, g * H + j0:g * H + j1], row[g * U:(g + 1) * U]
+                    for u in range(U):
+                        target[u] = source[u]
             else:  # the product plus the bias, into place in one pass
                 panel_matmul(h_pair[nxt, layer - 1:layer], Wx_up_panels[layer - 1], gx_units)
                 bias = b_up_units[layer - 1]
