@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2 as chi_square
 
-from charrnn.kernels.sampling import choose_token
+from charrnn.kernels.sampling import BELOW_ONE, choose_token
 from charrnn.model import Model, ModelConfig
 from charrnn.sample import Decoding, Sampler
 from charrnn.vocab import Vocab
@@ -427,3 +427,26 @@ def test_long_texts_scored_in_chunks_equal_the_one_token_steps(toy_model, monkey
         for got, want in zip(batched, stepped):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert len(stepped[0]) == len(ids) - 1
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 514, 3955])
+def test_draw_by_blocks_picks_the_index_whose_share_holds_the_uniform(n):
+    # kernels/sampling.draw sums by blocks of 16 ids; the index must be the one whose
+    # cumulative share holds u (up to rounding at the edges), zeros never drawn
+    from charrnn.kernels.sampling import draw
+    rng = np.random.default_rng(n)
+    probs = rng.random(n).astype(np.float32)
+    probs[rng.random(n) < 0.3] = 0.0
+    probs[-1] = 0.0  # a trailing zero: the last possible index is before it
+    if not probs.any():
+        probs[0] = 1.0
+    edges = np.cumsum(probs.astype(np.float64))
+    last = int(np.flatnonzero(probs)[-1])
+    for u in np.concatenate([rng.random(300), [0.0, BELOW_ONE]]):
+        index, fresh = draw(probs, u)
+        want = min(int(np.searchsorted(edges, u * edges[-1], side="right")), last)
+        assert probs[index] > 0 and 0.0 <= fresh < 1.0
+        if abs(u * edges[-1] - edges[want]) > 1e-9 * edges[-1]:  # not on an edge
+            assert index == want, (u, index, want)
+            start = edges[want] - probs[want]
+            assert fresh == pytest.approx((u * edges[-1] - start) / probs[want], abs=1e-6)

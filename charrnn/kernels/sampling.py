@@ -90,24 +90,64 @@ def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs
     return last  # rounding left target >= running: take the last possible token
 
 
+@njit(cache=True, inline="always")
+def _block_sum(probs, lo, hi):
+    """probs[lo:hi] summed in float64 (hi - lo <= DRAW_BLOCK): a whole block as a tree
+    of pairs written out, a few additions deep and vectorised, where a running sum is
+    one long chain of them; a partial block one by one."""
+    if hi - lo < DRAW_BLOCK:
+        total = 0.0
+        for v in range(lo, hi):
+            total += probs[v]
+        return total
+    p = probs[lo:lo + DRAW_BLOCK]
+    f64 = np.float64
+    a = (f64(p[0]) + f64(p[1])) + (f64(p[2]) + f64(p[3]))
+    b = (f64(p[4]) + f64(p[5])) + (f64(p[6]) + f64(p[7]))
+    c = (f64(p[8]) + f64(p[9])) + (f64(p[10]) + f64(p[11]))
+    d = (f64(p[12]) + f64(p[13])) + (f64(p[14]) + f64(p[15]))
+    return (a + b) + (c + d)
+
+
+DRAW_BLOCK = 16  # ids summed together before they join the running total (_block_sum's tree)
+
+
 @njit(cache=True)
 def draw(probs, u):
     """(index, fresh uniform): the index drawn from unnormalised probs (n) >= 0 with
     uniform u, and where u fell within that index's share, rescaled to [0, 1): a
-    uniform independent of the index, for a second draw conditional on it."""
+    uniform independent of the index, for a second draw conditional on it.
+
+    The total and the search both go block by block, each block's sum computed the
+    same way in both, so the search always ends where the total does; the clusters of
+    an adaptive softmax hold thousands of ids, and one running sum over them is a chain
+    of dependent additions."""
+    n = probs.shape[0]
     total = 0.0
-    for v in range(probs.shape[0]):
-        total += probs[v]
+    for lo in range(0, n, DRAW_BLOCK):
+        total += _block_sum(probs, lo, min(lo + DRAW_BLOCK, n))
     target = u * total
     running = 0.0
-    last = -1
-    for v in range(probs.shape[0]):
-        if probs[v] > 0.0:
-            if running + probs[v] > target:
-                return v, min(max((target - running) / probs[v], 0.0), BELOW_ONE)
-            running += probs[v]
-            last = v
-    return last, 0.0  # rounding left target >= running: the last possible index
+    last_block = -1  # the last block holding a possible index
+    for lo in range(0, n, DRAW_BLOCK):
+        hi = min(lo + DRAW_BLOCK, n)
+        block = _block_sum(probs, lo, hi)
+        if block > 0.0:
+            last_block = lo
+        if running + block > target:  # within this block, one id at a time
+            inside = running
+            for v in range(lo, hi):
+                if probs[v] > 0.0:
+                    if inside + probs[v] > target:
+                        return v, min(max((target - inside) / probs[v], 0.0), BELOW_ONE)
+                    inside += probs[v]
+        running += block
+    last = -1  # rounding left target >= running: the last possible index
+    if last_block >= 0:
+        for v in range(last_block, min(last_block + DRAW_BLOCK, n)):
+            if probs[v] > 0.0:
+                last = v
+    return last, 0.0
 
 
 @njit(cache=True)
