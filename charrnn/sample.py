@@ -52,7 +52,8 @@ def generates_in_bfloat16(model, precision: str = "auto") -> bool:
 def output_layer(model, banned, bfloat16: bool = False) -> tuple:
     """The output layer as kernels/sampling.output_scores takes it: the head's weights
     packed (in bfloat16 if asked), and for an adaptive softmax the clusters' weights
-    laid end to end. banned (V) bool: ids never drawn, which must be in the head."""
+    packed too, laid end to end. banned (V) bool: ids never drawn, which must be in
+    the head."""
     cfg, p, dtype = model.config, model.params, model.dtype
     Wy_panels = packed_panels(np.ascontiguousarray(p["Wy"]), bfloat16)
     by = np.ascontiguousarray(p["by"])
@@ -66,11 +67,12 @@ def output_layer(model, banned, bfloat16: bool = False) -> tuple:
     tails = range(len(cfg.tails))
     head_banned = np.concatenate([banned[layout.order[:cfg.head]], np.zeros(len(tails), bool)])
     projections = packed_panels(np.concatenate([p[f"Pt{c}"] for c in tails], axis=1))
-    tail_W = np.concatenate([p[f"Wt{c}"].reshape(-1) for c in tails])
+    packed = [packed_panels(np.ascontiguousarray(p[f"Wt{c}"])).reshape(-1) for c in tails]
+    tail_W = np.concatenate(packed)
     tail_b = np.concatenate([p[f"bt{c}"] for c in tails])
     dims = [dim for _, dim in cfg.tails]
     clusters = np.array([(layout.starts[c], layout.sizes[c], sum(dims[:c]), dims[c],
-                          sum(dims[k] * layout.sizes[k] for k in range(c))) for c in tails],
+                          sum(panels.size for panels in packed[:c])) for c in tails],
                         np.int64)
     return (Wy_panels, by, layout.order, head_banned, projections, tail_W, tail_b, clusters)
 

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from .activations import fast_exp
-from .panels import panel_columns, panel_matmul
+from .panels import VECTOR_BYTES, panel_columns, panel_matmul
 from .recurrent import cell_block_forward, stack_step
 from .sync import meet
 
@@ -174,18 +174,24 @@ def _log_sum_exp(row):
 
 
 @njit(cache=True)
-def _cluster_logits(proj, tail_W, tail_b, clusters, c, out):
-    """out (n) = the logits of cluster c's characters from the projections proj."""
+def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch):
+    """The logits of cluster c's characters from the projections proj (a view of
+    scratch, whose length covers the cluster's padded width): one row times the
+    cluster's packed weights (panels.py), then its biases."""
     first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
                            clusters[c, 4])
+    width = 2 * VECTOR_BYTES // tail_W.itemsize  # panels.panel_width
+    P = (n + width - 1) // width
+    panels = tail_W[w0:w0 + P * d * width].reshape((P, d, width))
+    x = np.empty((1, d), proj.dtype)
+    for k in range(d):
+        x[0, k] = proj[p0 + k]
+    panel_matmul(x, panels, scratch[:P * width].reshape((1, P * width)))
+    logits = scratch[:n]
     b0 = first - clusters[0, 0]  # the biases of every cluster follow each other
     for v in range(n):
-        out[v] = tail_b[b0 + v]
-    for k in range(d):
-        weight = proj[p0 + k]
-        row = tail_W[w0 + k * n:w0 + (k + 1) * n]
-        for v in range(n):
-            out[v] += weight * row[v]
+        logits[v] += tail_b[b0 + v]
+    return logits
 
 
 @njit(cache=True)
@@ -198,10 +204,10 @@ def output_scores(h_top, output, head, proj, cluster, scores):
     the head's weights packed and its bias (head characters, then one token per
     cluster); order (V) the ids by rank; head_banned (head width) bans by head column;
     Pt_panels all clusters' projections side by side, packed; tail_W every cluster's
-    (d, n) weights row-major one after another and tail_b their biases; clusters (C, 5)
-    rows (first rank, n, projection offset, d, weight offset). A full softmax has C = 0
-    and order 0..V-1. Scratch: head (1, padded head), proj (1, padded projections),
-    cluster (largest n).
+    (d, n) weights packed (panels.py) and flattened, one after another, and tail_b their
+    biases; clusters (C, 5) rows (first rank, n, projection offset, d, offset in
+    tail_W). A full softmax has C = 0 and order 0..V-1. Scratch: head (1, padded head),
+    proj (1, padded projections), cluster (largest padded n).
     """
     Wy_panels, by, order, _, Pt_panels, tail_W, tail_b, clusters = output
     width = by.shape[0]
@@ -217,8 +223,7 @@ def output_scores(h_top, output, head, proj, cluster, scores):
     panel_matmul(h_top, Pt_panels, proj)
     for c in range(C):
         first, n = clusters[c, 0], clusters[c, 1]
-        logits = cluster[:n]
-        _cluster_logits(proj[0], tail_W, tail_b, clusters, c, logits)
+        logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
         base = head[0, count + c] - norm - _log_sum_exp(logits)
         for v in range(n):
             scores[order[first + v]] = logits[v] + base
@@ -255,8 +260,7 @@ def draw_head_first(h_top, output, u, head, proj, cluster):
     c = j - count
     first, n = clusters[c, 0], clusters[c, 1]
     panel_matmul(h_top, Pt_panels, proj)
-    logits = cluster[:n]
-    _cluster_logits(proj[0], tail_W, tail_b, clusters, c, logits)
+    logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
     top = _top(logits)
     for v in range(n):
         logits[v] = fast_exp(logits[v] - top)
@@ -267,11 +271,12 @@ def draw_head_first(h_top, output, u, head, proj, cluster):
 @njit(cache=True)
 def output_scratch(output, dtype):
     """Buffers output_scores and draw_head_first reuse: head (1, padded head width),
-    proj (1, padded projections), cluster (largest cluster), scores (V)."""
-    Wy_panels, _, order, _, Pt_panels, _, _, clusters = output
+    proj (1, padded projections), cluster (largest cluster, padded), scores (V)."""
+    Wy_panels, _, order, _, Pt_panels, tail_W, _, clusters = output
+    width = 2 * VECTOR_BYTES // tail_W.itemsize  # panels.panel_width
     largest = 0
     for c in range(clusters.shape[0]):
-        largest = max(largest, clusters[c, 1])
+        largest = max(largest, (clusters[c, 1] + width - 1) // width * width)
     return (np.empty((1, panel_columns(Wy_panels)), dtype),
             np.empty((1, panel_columns(Pt_panels)), dtype), np.empty(largest, dtype),
             np.empty(order.shape[0], dtype))
