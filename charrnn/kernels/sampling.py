@@ -175,9 +175,9 @@ def _log_sum_exp(row):
 
 @njit(cache=True)
 def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch):
-    """The logits of cluster c's characters from the projections proj (a view of
-    scratch, whose length covers the cluster's padded width): one row times the
-    cluster's packed weights (panels.py), then its biases."""
+    """The logits of cluster c's characters from the projections proj, returned as a
+    view of scratch (whose length covers the cluster's padded width): one row times
+    the cluster's packed weights (panels.py), then its biases."""
     first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
                            clusters[c, 4])
     width = 2 * VECTOR_BYTES // tail_W.itemsize  # panels.panel_width
