@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 # GNU OpenMP's waiting threads spin this long before they sleep, whatever one spin costs
-# on this CPU (x86's PAUSE takes from about 10 to 150 cycles across generations): long
-# enough to cover most gaps between a batch-1 step's team calls
-# (docs/threads-and-kernels.md, "Spinning").
+# on this CPU (x86's PAUSE differs widely across generations): long enough to cover most
+# gaps between a batch-1 step's team calls (docs/threads-and-kernels.md, "Spinning").
 TEAM_SPIN_MICROSECONDS = 300
-SPINS_TIMED = 20_000  # per timing, about 0.5 ms; the fastest of SPIN_TIMINGS counts
+SPINS_TIMED = 20_000  # spins per timing; the fastest of SPIN_TIMINGS timings counts
 SPIN_TIMINGS = 5
 
 

@@ -43,7 +43,8 @@ def _target_features() -> str:
 VECTOR_BYTES = 64 if "+avx512f" in _target_features().split(",") else 32
 # A tile of r rows and g panels holds 2 * g sums per row, the 2 * g weight vectors of a
 # k and one splat. On AVX2 all 16 registers can hold them; with AVX-512, tiles of more
-# than 25 ran at half speed (docs/threads-and-kernels.md, "The recurrent product: panels").
+# than 25 measured much slower (docs/threads-and-kernels.md, "The recurrent product:
+# panels").
 TILE_REGISTERS = 25 if VECTOR_BYTES == 64 else 16
 ROWS_PER_TILE = 8 if VECTOR_BYTES == 64 else 6
 # Rows left over, up to this many, join the last whole tile instead of another pass
