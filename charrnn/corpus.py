@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from .runtime import prune_unused
+from .runtime import prune_unused, user_cache_dir
 from .textfile import (
     CHUNK_BYTES,
     DECODING_OPTIONS,
@@ -58,8 +58,7 @@ def cache_dir() -> str:
     else ~/.cache/charrnn."""
     if os.environ.get(CACHE_ENV):
         return os.environ[CACHE_ENV]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "charrnn")
+    return user_cache_dir()
 
 
 class Corpus:

@@ -19,6 +19,8 @@ import platform
 import time
 from pathlib import Path
 
+from .runtime import user_cache_dir
+
 # GNU OpenMP's waiting threads spin this long before they sleep, whatever one spin costs
 # on this CPU (x86's PAUSE differs widely across generations): long enough to cover most
 # gaps between a batch-1 step's team calls (docs/threads-and-kernels.md, "Spinning").
@@ -104,9 +106,7 @@ def measured(name: str, measure) -> float:
 def figures_path() -> Path:
     """machine-<hash of this CPU's description>.json in the kernel cache, else the
     user's cache."""
-    root = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "charrnn")
+    root = os.environ.get("NUMBA_CACHE_DIR") or user_cache_dir()
     digest = hashlib.sha256(cpu_description().encode()).hexdigest()[:16]
     return Path(root) / f"machine-{digest}.json"
 

@@ -211,6 +211,13 @@ def load_cached_kernels_directly() -> None:
     caching.Cache.load_overload = load_overload
 
 
+def user_cache_dir() -> str:
+    """charrnn's directory in the user's cache: $XDG_CACHE_HOME/charrnn, else
+    ~/.cache/charrnn."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "charrnn")
+
+
 def key_kernel_cache() -> None:
     """Keep Numba's compiled kernels in a directory named after a hash of every kernel
     source, unless NUMBA_CACHE_DIR is set. Numba's cache=True checks only the timestamp
@@ -221,8 +228,7 @@ def key_kernel_cache() -> None:
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     kernels = Path(__file__).resolve().parent / "kernels"
-    user_cache = Path(os.environ.get("XDG_CACHE_HOME")
-                      or os.path.join(os.path.expanduser("~"), ".cache")) / "charrnn"
+    user_cache = Path(user_cache_dir())
     try:
         name = kernel_cache_name(kernels)
     except OSError:
