@@ -1,4 +1,4 @@
-"""Sampling statistics: the decoding step (charrnn.kernels.sampling.choose_token) and the
+"""Sampling statistics: the decoding step (charrnn.kernels.decoding.choose_token) and the
 compiled generation loop draw from the distribution they promise.
 
 Temperature, top-k, top-p, banned ids and greedy are checked on fixed logit vectors
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2 as chi_square
 
-from charrnn.kernels.sampling import BELOW_ONE, choose_token
+from charrnn.kernels.decoding import BELOW_ONE, choose_token
 from charrnn.model import Model, ModelConfig
 from charrnn.sample import Decoding, Sampler
 from charrnn.vocab import Vocab
@@ -431,9 +431,9 @@ def test_long_texts_scored_in_chunks_equal_the_one_token_steps(toy_model, monkey
 
 @pytest.mark.parametrize("n", [1, 5, 16, 17, 514, 3955])
 def test_draw_by_blocks_picks_the_index_whose_share_holds_the_uniform(n):
-    # kernels/sampling.draw sums by blocks of 16 ids; the index must be the one whose
+    # kernels/decoding.draw sums by blocks of 16 ids; the index must be the one whose
     # cumulative share holds u (up to rounding at the edges), zeros never drawn
-    from charrnn.kernels.sampling import draw
+    from charrnn.kernels.decoding import draw
     rng = np.random.default_rng(n)
     probs = rng.random(n).astype(np.float32)
     probs[rng.random(n) < 0.3] = 0.0

@@ -1,10 +1,7 @@
 """Compiled generation and scoring loops: one-to-many generation from a state, and
 many-to-one scoring of a token sequence. Randomness enters as pre-drawn uniforms in
-[0, 1), one per generated token, so a seed fixes the output and the kernel never
-touches Numba's hidden RNG.
-
-Decoding order: logits / temperature, then top-k, then top-p (nucleus) over what is left;
-greedy takes the arg max. Banned ids (e.g. the unknown symbol) are never emitted.
+[0, 1), one per generated token, so a seed fixes the output; decoding.py chooses each
+token.
 
 The output layer arrives as one tuple, `output` (see output_scores): a full softmax,
 or an adaptive one (charrnn/adaptive.py), whose log-probabilities play the logits'
@@ -16,161 +13,10 @@ import numpy as np
 from numba import njit
 
 from .activations import fast_exp
+from .decoding import choose_token, draw, exp_below_max, log_sum_exp, row_max
 from .panels import VECTOR_BYTES, panel_columns, panel_matmul
 from .recurrent import cell_block_forward, stack_step
 from .sync import meet
-
-BELOW_ONE = 1.0 - 2.0 ** -53  # the largest float64 below 1
-
-
-@njit(cache=True)
-def choose_token(logits, u, inv_temperature, top_k, top_p, greedy, banned, probs):
-    """Pick one token id from logits (V).
-
-    Inputs: u uniform in [0, 1); inv_temperature = 1 / T; top_k (0 = off); top_p
-    (1 = off); greedy; banned (V) bool. Scratch: probs (V).
-    """
-    V = logits.shape[0]
-    if greedy:
-        best = -1
-        for v in range(V):
-            if not banned[v] and (best < 0 or logits[v] > logits[best]):
-                best = v
-        return best
-    if inv_temperature == 1.0:  # the default: exp in the logits' own type, vectorised
-        first = 0
-        while first < V - 1 and banned[first]:
-            first += 1
-        top = logits[first]
-        for v in range(first, V):
-            if not banned[v] and (logits[v] > top or logits[v] != logits[v]):
-                top = logits[v]
-        for v in range(V):
-            probs[v] = fast_exp(logits[v] - top)
-        for v in range(V):
-            if banned[v]:
-                probs[v] = 0.0
-    else:
-        top = -np.inf
-        for v in range(V):
-            if not banned[v]:
-                top = max(top, logits[v] * inv_temperature)
-        for v in range(V):
-            probs[v] = 0.0 if banned[v] else np.exp(logits[v] * inv_temperature - top)
-    if (top_k > 0 and top_k < V) or top_p < 1.0:
-        # most likely first; stable: ties keep id order
-        order = np.argsort(-probs, kind="mergesort")
-        keep = V
-        if top_k > 0 and top_k < V:
-            keep = top_k
-        if top_p < 1.0:
-            total = 0.0
-            for r in range(keep):
-                total += probs[order[r]]
-            running = 0.0
-            for r in range(keep):
-                running += probs[order[r]]
-                if running >= top_p * total:
-                    keep = r + 1
-                    break
-        for r in range(keep, V):
-            probs[order[r]] = 0.0
-    total = 0.0
-    for v in range(V):
-        total += probs[v]
-    target = u * total
-    running = 0.0
-    last = -1
-    for v in range(V):
-        if probs[v] > 0.0:
-            running += probs[v]
-            last = v
-            if running > target:
-                return v
-    return last  # rounding left target >= running: take the last possible token
-
-
-@njit(cache=True, inline="always")
-def _block_sum(probs, lo, hi):
-    """probs[lo:hi] summed in float64 (hi - lo <= DRAW_BLOCK): a whole block as a tree
-    of pairs written out, a few additions deep and vectorised, where a running sum is
-    one long chain of them; a partial block one by one."""
-    if hi - lo < DRAW_BLOCK:
-        total = 0.0
-        for v in range(lo, hi):
-            total += probs[v]
-        return total
-    p = probs[lo:lo + DRAW_BLOCK]
-    f64 = np.float64
-    a = (f64(p[0]) + f64(p[1])) + (f64(p[2]) + f64(p[3]))
-    b = (f64(p[4]) + f64(p[5])) + (f64(p[6]) + f64(p[7]))
-    c = (f64(p[8]) + f64(p[9])) + (f64(p[10]) + f64(p[11]))
-    d = (f64(p[12]) + f64(p[13])) + (f64(p[14]) + f64(p[15]))
-    return (a + b) + (c + d)
-
-
-DRAW_BLOCK = 16  # ids summed together before they join the running total (_block_sum's tree)
-
-
-@njit(cache=True)
-def draw(probs, u):
-    """(index, fresh uniform): the index drawn from unnormalised probs (n) >= 0 with
-    uniform u, and where u fell within that index's share, rescaled to [0, 1): a
-    uniform independent of the index, for a second draw conditional on it.
-
-    The total and the search both go block by block, each block's sum computed the
-    same way in both, so the search always ends where the total does; the clusters of
-    an adaptive softmax hold thousands of ids, and one running sum over them is a chain
-    of dependent additions."""
-    n = probs.shape[0]
-    total = 0.0
-    for lo in range(0, n, DRAW_BLOCK):
-        total += _block_sum(probs, lo, min(lo + DRAW_BLOCK, n))
-    target = u * total
-    running = 0.0
-    last_block = -1  # the last block holding a possible index
-    for lo in range(0, n, DRAW_BLOCK):
-        hi = min(lo + DRAW_BLOCK, n)
-        block = _block_sum(probs, lo, hi)
-        if block > 0.0:
-            last_block = lo
-        if running + block > target:  # within this block, one id at a time
-            inside = running
-            for v in range(lo, hi):
-                if probs[v] > 0.0:
-                    if inside + probs[v] > target:
-                        return v, min(max((target - inside) / probs[v], 0.0), BELOW_ONE)
-                    inside += probs[v]
-        running += block
-    last = -1  # rounding left target >= running: the last possible index
-    if last_block >= 0:
-        for v in range(last_block, min(last_block + DRAW_BLOCK, n)):
-            if probs[v] > 0.0:
-                last = v
-    return last, 0.0
-
-
-@njit(cache=True)
-def _top(row):
-    """row.max(), NaN included, as a loop: a kernel calling ndarray.max() makes Numba
-    import numba.np.arraymath, and with it scipy.linalg, when it loads the kernel from
-    its cache, about a tenth of a second of `charrnn sample`'s start."""
-    top = row[0]
-    for v in range(1, row.shape[0]):
-        if row[v] > top or row[v] != row[v]:
-            top = row[v]
-            if top != top:
-                break
-    return top
-
-
-@njit(cache=True)
-def _log_sum_exp(row):
-    top = _top(row)
-    total = 0.0
-    for v in range(row.shape[0]):
-        total += np.exp(row[v] - top)
-    return top + np.log(total)
 
 
 @njit(cache=True)
@@ -217,14 +63,14 @@ def output_scores(h_top, output, head, proj, cluster, scores):
         return head[0, :width]
     C = clusters.shape[0]
     count = width - C
-    norm = _log_sum_exp(head[0, :width])
+    norm = log_sum_exp(head[0, :width])
     for r in range(count):
         scores[order[r]] = head[0, r] - norm
     panel_matmul(h_top, Pt_panels, proj)
     for c in range(C):
         first, n = clusters[c, 0], clusters[c, 1]
         logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
-        base = head[0, count + c] - norm - _log_sum_exp(logits)
+        base = head[0, count + c] - norm - log_sum_exp(logits)
         for v in range(n):
             scores[order[first + v]] = logits[v] + base
     return scores
@@ -241,18 +87,7 @@ def draw_head_first(h_top, output, u, head, proj, cluster):
     panel_matmul(h_top, Wy_panels, head)
     row = head[0, :width]
     row += by
-    first = 0
-    while head_banned[first]:
-        first += 1
-    top = row[first]  # of the row's type, so fast_exp stays float32
-    for j in range(first, width):
-        if not head_banned[j] and (row[j] > top or row[j] != row[j]):
-            top = row[j]
-    for j in range(width):
-        row[j] = fast_exp(row[j] - top)  # one vectorised pass; banned ids zeroed next
-    for j in range(width):
-        if head_banned[j]:
-            row[j] = 0.0
+    exp_below_max(row, head_banned, row)
     j, u = draw(row, u)
     count = width - clusters.shape[0]
     if j < count:
@@ -261,7 +96,7 @@ def draw_head_first(h_top, output, u, head, proj, cluster):
     first, n = clusters[c, 0], clusters[c, 1]
     panel_matmul(h_top, Pt_panels, proj)
     logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
-    top = _top(logits)
+    top = row_max(logits)
     for v in range(n):
         logits[v] = fast_exp(logits[v] - top)
     k, _ = draw(logits, u)
@@ -314,7 +149,7 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h
     for k in range(ids.shape[0] - 1):
         logits = step_logits(cell, table0, ids[k], Wx_up_panels, b_up, Wh_panels, bn,
                              output, h, c, scratch)
-        losses[k] = _log_sum_exp(logits) - logits[ids[k + 1]]
+        losses[k] = log_sum_exp(logits) - logits[ids[k + 1]]
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
