@@ -196,6 +196,12 @@ def _tile(typingctx, x, r0, panels, p, out, rows, group):
 
 
 @njit(cache=True, inline="always")
+def panel_width_of(array):
+    """panel_width of array's dtype, in compiled code."""
+    return 2 * VECTOR_BYTES // array.itemsize
+
+
+@njit(cache=True, inline="always")
 def panel_columns(panels):
     """Width of the output panel_matmul writes from panels (..., P, K, PW), a matrix or a
     stack of them: its columns padded to whole panels, P * PW (padded_columns, read

@@ -10,7 +10,7 @@ panel product (panels.py) of 50 rows beats the BLAS call even with its packing
 import numpy as np
 from numba import njit, prange
 
-from .panels import VECTOR_BYTES, pack_panels, pack_unit_panels, panel_matmul
+from .panels import pack_panels, pack_unit_panels, panel_matmul, panel_width_of
 
 
 @njit(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -20,7 +20,7 @@ def matmul_team(a, b, out, transpose_a, transpose_b, bounds):
     checks all that). Part k computes columns bounds[k]:bounds[k + 1] on a thread of
     the team and packs only its own columns of op(b). The parts never meet, so any team
     size gives the right product; parallel.team_runs sizes it to one part per thread."""
-    width = 2 * VECTOR_BYTES // b.itemsize  # panels.panel_width
+    width = panel_width_of(b)
     K = b.shape[1] if transpose_b else b.shape[0]
     for k in prange(bounds.shape[0] - 1):
         c0, c1 = bounds[k], bounds[k + 1]

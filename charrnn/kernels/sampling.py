@@ -14,7 +14,7 @@ from numba import njit
 
 from .activations import fast_exp
 from .decoding import choose_token, draw, exp_below_max, log_sum_exp, row_max
-from .panels import VECTOR_BYTES, panel_columns, panel_matmul
+from .panels import panel_columns, panel_matmul, panel_width_of
 from .recurrent import cell_block_forward, stack_step
 from .sync import meet
 
@@ -26,7 +26,7 @@ def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch):
     the cluster's packed weights (panels.py), then its biases."""
     first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
                            clusters[c, 4])
-    width = 2 * VECTOR_BYTES // tail_W.itemsize  # panels.panel_width
+    width = panel_width_of(tail_W)
     P = (n + width - 1) // width
     panels = tail_W[w0:w0 + P * d * width].reshape((P, d, width))
     x = np.empty((1, d), proj.dtype)
@@ -108,7 +108,7 @@ def output_scratch(output, dtype):
     """Buffers output_scores and draw_head_first reuse: head (1, padded head width),
     proj (1, padded projections), cluster (largest cluster, padded), scores (V)."""
     Wy_panels, _, order, _, Pt_panels, tail_W, _, clusters = output
-    width = 2 * VECTOR_BYTES // tail_W.itemsize  # panels.panel_width
+    width = panel_width_of(tail_W)
     largest = 0
     for c in range(clusters.shape[0]):
         largest = max(largest, (clusters[c, 1] + width - 1) // width * width)
