@@ -121,9 +121,11 @@ def test_the_kernel_scores_are_the_log_probabilities():
 
 def head_first_frequencies(output, x, draws):
     head, proj, cluster, _ = output_scratch(output, x.dtype)
+    probs, counters = np.empty(V), np.zeros(1, np.int64)
     counts = np.zeros(V)
     for u in (np.arange(draws) + 0.5) / draws:  # an even grid: frequencies are measures
-        counts[draw_head_first(x, output, u, head, proj, cluster)] += 1
+        token, _ = draw_head_first(x, output, u, head, proj, cluster, probs, 0, 1, counters, 0)
+        counts[token] += 1
     return counts / draws
 
 
@@ -181,17 +183,22 @@ def test_sampling_and_scoring_agree_with_the_batched_forward():
     assert len(sampler.beam_search(ids[:5], 10, 3, rng)) == 10
 
 
-def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypatch):
+@pytest.mark.parametrize("output_split", [False, True])
+def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypatch,
+                                                                       output_split):
     """Every part draws the token itself from the same state and uniform: the text and
-    state of two threads must be those of one, bit for bit, head-first draws included."""
+    state of two threads must be those of one, bit for bit, head-first draws included,
+    whether each part computes the whole output layer or its share of it."""
     from charrnn import sample
     case = adaptive_case("lstm", 3, dtype=np.float32)
     single = sampler_of(case.model)
     monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(sample, "SPLIT_OUTPUT_PANELS", 1 if output_split else 10 ** 6)
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "_threads", 2)
     split = sampler_of(case.model)
     assert len(split.unit_parts) == 2
+    assert (split.shared_output(2)[1].size > 0) == output_split
     for decoding in (Decoding(), Decoding(0.8)):
         results = []
         for s in (single, split):
@@ -203,6 +210,42 @@ def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypat
             np.testing.assert_array_equal(one, two)
         drawn = set(results[0][0].tolist())
         assert drawn & set(LAYOUT["output_order"][3:])  # clusters' characters drawn too
+
+
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_an_output_layer_of_many_panels_split_among_threads_draws_as_one_thread(
+        monkeypatch, softmax):
+    """Wide enough for each of two threads to compute several panels of the output
+    layer's product (and of a cluster's): the text and state must be those of one
+    thread, bit for bit, at temperature 1 and at another."""
+    from charrnn import sample
+    wide = 200
+    counts = 1.0 / np.arange(1, wide + 1)
+    layout = adaptive.choose_layout(counts, None, 8) if softmax == "adaptive" else {}
+    model = Model(ModelConfig("gru", wide, 8, 1, embed=4, **layout), dtype=np.float32)
+    model.initialise(np.random.default_rng(3), counts)
+    by = model.params["by"]
+    by[...] = np.random.default_rng(5).normal(0.0, 0.1, by.shape)  # clusters drawn too
+    chars = tuple(chr(0x4E00 + k) for k in range(wide))
+    vocab = Vocab(chars, (1,) * wide)
+    single = Sampler(model, vocab, "float32")
+    monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(sample, "SPLIT_OUTPUT_PANELS", 1)
+    monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
+    monkeypatch.setattr(parallel, "_threads", 2)
+    split = Sampler(model, vocab, "float32")
+    assert len(split.unit_parts) == 2 and split.output[0].shape[0] >= 2
+    for decoding in (Decoding(), Decoding(0.8)):
+        results = []
+        for s in (single, split):
+            h, c = s.zero_state()
+            out = np.empty(400, np.int64)
+            s.generate_into(2, np.random.default_rng(4).random(400), decoding, h, c, out)
+            results.append((out, h))
+        for one, two in zip(*results):
+            np.testing.assert_array_equal(one, two)
+        ranks = np.argsort(np.asarray(layout.get("output_order", range(wide))))
+        assert ranks[results[0][0]].max() >= layout.get("head", 0) + 32  # far in a cluster
 
 
 def test_temperature_one_draws_head_first_without_computing_the_clusters():

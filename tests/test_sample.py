@@ -283,14 +283,18 @@ def any_depth_model(request, toy_model):
     return one_layer, vocab
 
 
+@pytest.mark.parametrize("output_split", [False, True])
 def test_generation_with_units_split_among_threads_is_that_of_one_thread(any_depth_model,
-                                                                          monkeypatch):
-    # Each thread computes its units' columns in the same order as one thread does, so
-    # the text and the final state must be identical, not merely close.
+                                                                          monkeypatch,
+                                                                          output_split):
+    # Each thread computes its units' columns, and perhaps its share of the output
+    # layer's, in the same order as one thread does, so the text and the final state
+    # must be identical, not merely close.
     from charrnn import parallel, sample
     toy_model = any_depth_model
     single = Sampler(*toy_model)
     monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
+    monkeypatch.setattr(sample, "SPLIT_OUTPUT_PANELS", 1 if output_split else 10 ** 6)
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "_threads", 3)
     split = Sampler(*toy_model)

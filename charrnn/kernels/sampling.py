@@ -20,10 +20,30 @@ from .sync import meet
 
 
 @njit(cache=True)
-def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch):
-    """The logits of cluster c's characters from the projections proj, returned as a
-    view of scratch (whose length covers the cluster's padded width): one row times
-    the cluster's packed weights (panels.py), then its biases."""
+def _share_of_panels(panels, share, shares):
+    """The panels p0:p1 that part `share` of `shares` computes of a product split by
+    output columns (0 of 1: all of them)."""
+    P = panels.shape[0]
+    return share * P // shares, (share + 1) * P // shares
+
+
+@njit(cache=True)
+def _head_logits(h_top, Wy_panels, by, head, share, shares):
+    """head[0, :len(by)] = h_top @ Wy + by, or this share's columns of it."""
+    p0, p1 = _share_of_panels(Wy_panels, share, shares)
+    width = Wy_panels.shape[2]
+    out = head[0][p0 * width:p1 * width].reshape((1, (p1 - p0) * width))  # contiguous
+    panel_matmul(h_top, Wy_panels[p0:p1], out)
+    for v in range(p0 * width, min(p1 * width, by.shape[0])):
+        head[0, v] += by[v]
+
+
+@njit(cache=True)
+def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch, share, shares):
+    """The logits of cluster c's characters from the projections proj, or this share's
+    columns of them, into scratch (whose length covers the cluster's padded width):
+    one row times the cluster's packed weights (panels.py), then its biases. Returns
+    the view of scratch that holds all of them once every share is computed."""
     first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
                            clusters[c, 4])
     width = panel_width_of(tail_W)
@@ -32,12 +52,12 @@ def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch):
     x = np.empty((1, d), proj.dtype)
     for k in range(d):
         x[0, k] = proj[p0 + k]
-    panel_matmul(x, panels, scratch[:P * width].reshape((1, P * width)))
-    logits = scratch[:n]
+    q0, q1 = _share_of_panels(panels, share, shares)
+    panel_matmul(x, panels[q0:q1], scratch[q0 * width:q1 * width].reshape((1, (q1 - q0) * width)))
     b0 = first - clusters[0, 0]  # the biases of every cluster follow each other
-    for v in range(n):
-        logits[v] += tail_b[b0 + v]
-    return logits
+    for v in range(q0 * width, min(q1 * width, n)):
+        scratch[v] += tail_b[b0 + v]
+    return scratch[:n]
 
 
 @njit(cache=True)
@@ -57,8 +77,7 @@ def output_scores(h_top, output, head, proj, cluster, scores):
     """
     Wy_panels, by, order, _, Pt_panels, tail_W, tail_b, clusters = output
     width = by.shape[0]
-    panel_matmul(h_top, Wy_panels, head)
-    head[0, :width] += by
+    _head_logits(h_top, Wy_panels, by, head, 0, 1)
     if clusters.shape[0] == 0:
         return head[0, :width]
     C = clusters.shape[0]
@@ -69,7 +88,7 @@ def output_scores(h_top, output, head, proj, cluster, scores):
     panel_matmul(h_top, Pt_panels, proj)
     for c in range(C):
         first, n = clusters[c, 0], clusters[c, 1]
-        logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
+        logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster, 0, 1)
         base = head[0, count + c] - norm - log_sum_exp(logits)
         for v in range(n):
             scores[order[first + v]] = logits[v] + base
@@ -77,30 +96,43 @@ def output_scores(h_top, output, head, proj, cluster, scores):
 
 
 @njit(cache=True)
-def draw_head_first(h_top, output, u, head, proj, cluster):
+def draw_head_first(h_top, output, u, head, proj, cluster, probs, share, shares, counters,
+                    meeting):
     """A token drawn at temperature 1 from an adaptive softmax, computing only the head
     and, if the draw lands on a cluster's token, that cluster: exact, because a tail
     character's probability is its cluster's times its own within the cluster, and
-    banned ids sit in the head."""
+    banned ids sit in the head. Returns (token, meetings held so far).
+
+    With shares > 1, the parts of generate split the head's product, and the cluster's,
+    by panels: each computes its share into head and cluster, which they all share,
+    and they meet (sync.meet on counters, from meeting + 1 on) before each draw. The
+    exps go to each part's own probs (V, float64), so no part writes what another
+    reads. With 0 of 1 nobody meets. Scratch: proj (1, padded projections)."""
     Wy_panels, by, order, head_banned, Pt_panels, tail_W, tail_b, clusters = output
     width = by.shape[0]
-    panel_matmul(h_top, Wy_panels, head)
-    row = head[0, :width]
-    row += by
-    exp_below_max(row, head_banned, row)
+    _head_logits(h_top, Wy_panels, by, head, share, shares)
+    if shares > 1:
+        meeting += 1
+        meet(counters, shares, meeting)
+    row = probs[:width]
+    exp_below_max(head[0, :width], head_banned, row)
     j, u = draw(row, u)
     count = width - clusters.shape[0]
     if j < count:
-        return order[j]
+        return order[j], meeting
     c = j - count
     first, n = clusters[c, 0], clusters[c, 1]
     panel_matmul(h_top, Pt_panels, proj)
-    logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
+    logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster, share, shares)
+    if shares > 1:
+        meeting += 1
+        meet(counters, shares, meeting)
     top = row_max(logits)
+    row = probs[:n]
     for v in range(n):
-        logits[v] = fast_exp(logits[v] - top)
-    k, _ = draw(logits, u)
-    return order[first + k]
+        row[v] = fast_exp(logits[v] - top)
+    k, _ = draw(row, u)
+    return order[first + k], meeting
 
 
 @njit(cache=True)
@@ -155,7 +187,7 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h
 @njit(cache=True, error_model="numpy", nogil=True)
 def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output, token,
              uniforms, inv_temperature, top_k, top_p, greedy, banned, h_pair, c_pair,
-             out_ids, j0, j1, part, parts, counters):
+             out_ids, j0, j1, part, parts, counters, shared):
     """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
 
     One stream has no batch rows to share among threads, so each of `parts` threads runs
@@ -165,6 +197,12 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     on the same state and uniform gives each the same token, so none waits for another
     to hand it over (one meeting per layer per character, not one more). Part 0 writes
     out_ids. A single thread passes part 0 of 1 and all units.
+
+    A wide output layer is the exception: given shared = (head_pair (2, padded head
+    width), cluster_pair (2, largest padded cluster)), not empty, the parts split its
+    product by panels into those and meet once more before drawing (draw_head_first;
+    only at temperature 1 for an adaptive softmax). Step i writes [i % 2], as for the
+    state.
 
     Inputs: cell code; table0_units (V, G*U) and b_up_units (L-1, G*U): the columns of
     stack_step's table0 and b_up that feed these U = j1 - j0 units, gate-major;
@@ -194,8 +232,16 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     aux = np.empty((1, H), dtype)
     head, proj, cluster, scores = output_scratch(output, dtype)
     probs = np.empty(V, np.float64)
-    head_first = (output[7].shape[0] > 0 and inv_temperature == 1.0 and not greedy
+    adaptive = output[7].shape[0] > 0
+    head_first = (adaptive and inv_temperature == 1.0 and not greedy
                   and (top_k <= 0 or top_k >= V) and top_p >= 1.0)
+    split_output = parts > 1 and shared[0].shape[1] > 0 and (head_first or not adaptive)
+    share, shares = (part, parts) if split_output else (0, 1)
+    if split_output:
+        head_pair, cluster_pair = shared
+    else:  # this part's own, shaped alike
+        head_pair = np.empty((2, head.shape[1]), dtype)
+        cluster_pair = np.empty((2, cluster.shape[0]), dtype)
     meeting = 0
     for i in range(out_ids.shape[0]):
         now, nxt = i % 2, 1 - i % 2
@@ -227,11 +273,20 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
             meet(counters, parts, meeting)
         # After the top layer's meeting, the next step writes only the state buffer
         # that no part reads any more (see h_pair above), so a part may run ahead.
+        h_top, head_now = h_pair[nxt, L - 1:L], head_pair[i % 2:i % 2 + 1]
         if head_first:
-            token = draw_head_first(h_pair[nxt, L - 1:L], output, uniforms[i], head, proj,
-                                    cluster)
+            token, meeting = draw_head_first(h_top, output, uniforms[i], head_now, proj,
+                                             cluster_pair[i % 2], probs, share, shares,
+                                             counters, meeting)
         else:
-            logits = output_scores(h_pair[nxt, L - 1:L], output, head, proj, cluster, scores)
+            if adaptive:
+                logits = output_scores(h_top, output, head_now, proj, cluster, scores)
+            else:  # the logits alone, perhaps split
+                _head_logits(h_top, output[0], output[1], head_now, share, shares)
+                if shares > 1:
+                    meeting += 1
+                    meet(counters, shares, meeting)
+                logits = head_now[0, :output[1].shape[0]]
             token = choose_token(logits, uniforms[i], inv_temperature, top_k, top_p, greedy,
                                  banned, probs)
         if part == 0:
