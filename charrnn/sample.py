@@ -34,9 +34,9 @@ SCORE_CHUNK = 4096
 # fixed size, not this machine's caches, so a checkpoint and seed give the same text
 # everywhere (measured: docs/quality.md).
 BFLOAT16_FROM_BYTES = 256 << 10
-# Generation's threads split an output layer of at least this many panels between them
+# Generation's threads split an output layer at least this wide between them
 # (kernels/sampling.generate), at the cost of one more meeting per character.
-SPLIT_OUTPUT_PANELS = 4
+SPLIT_OUTPUT_COLUMNS = 256
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -164,9 +164,9 @@ class Sampler:
     def shared_output(self, parts: int) -> tuple:
         """Fresh buffers for generation's threads to split the output layer's product
         (kernels/sampling.generate): (2, padded head width), (2, largest padded
-        cluster); empty, so each thread computes all of it, below SPLIT_OUTPUT_PANELS."""
+        cluster); empty, so each thread computes all of it, below SPLIT_OUTPUT_COLUMNS."""
         Wy_panels, clusters = self.output[0], self.output[7]
-        if parts == 1 or Wy_panels.shape[0] < SPLIT_OUTPUT_PANELS:
+        if parts == 1 or Wy_panels.shape[0] * Wy_panels.shape[2] < SPLIT_OUTPUT_COLUMNS:
             return np.empty((2, 0), self.dtype), np.empty((2, 0), self.dtype)
         width = panel_width(self.dtype)
         largest = max((-(-int(n) // width) * width for n in clusters[:, 1]), default=0)

@@ -294,7 +294,7 @@ def test_generation_with_units_split_among_threads_is_that_of_one_thread(any_dep
     toy_model = any_depth_model
     single = Sampler(*toy_model)
     monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
-    monkeypatch.setattr(sample, "SPLIT_OUTPUT_PANELS", 1 if output_split else 10 ** 6)
+    monkeypatch.setattr(sample, "SPLIT_OUTPUT_COLUMNS", 1 if output_split else 10 ** 6)
     monkeypatch.setattr(parallel, "MIN_UNITS_PER_PART", 1)
     monkeypatch.setattr(parallel, "_threads", 3)
     split = Sampler(*toy_model)
@@ -454,3 +454,19 @@ def test_draw_by_blocks_picks_the_index_whose_share_holds_the_uniform(n):
             assert index == want, (u, index, want)
             start = edges[want] - probs[want]
             assert fresh == pytest.approx((u * edges[-1] - start) / probs[want], abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 48, 514])
+def test_row_max_is_the_maximum_and_carries_nan(n):
+    # kernels/decoding.row_max compares block by block of 16: every position, in a
+    # whole block or after the last, must be able to hold the maximum or a NaN
+    from charrnn.kernels.decoding import row_max
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        for where in range(n):
+            row = rng.normal(size=n).astype(dtype)
+            row[where] = 10.0
+            assert row_max(row) == 10.0
+            row[where] = np.nan
+            assert np.isnan(row_max(row))
+        assert row_max(np.full(n, -np.inf, dtype)) == -np.inf

@@ -5,22 +5,7 @@ import numpy as np
 from numba import njit
 
 from .activations import fast_exp
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _row_max(row):
-    """Max of a row with eight independent running maxima, so the loop vectorises
-    without reassociating anything (max is exact in any order)."""
-    V = row.shape[0]
-    best = np.full(8, row[0])
-    blocks = V // 8 * 8
-    for v in range(0, blocks, 8):
-        for k in range(8):
-            best[k] = row[v + k] if row[v + k] > best[k] else best[k]
-    top = best.max()
-    for v in range(blocks, V):
-        top = row[v] if row[v] > top else top
-    return top
+from .decoding import row_max
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -54,7 +39,7 @@ def softmax_xent(logits, targets, grad_scale, losses):
     M, V = logits.shape
     for m in range(M):
         row = logits[m]
-        top = _row_max(row)
+        top = row_max(row)
         target = targets[m]
         target_logit = row[target]
         for v in range(V):
