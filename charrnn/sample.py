@@ -42,22 +42,27 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 def generates_in_bfloat16(model, precision: str = "auto") -> bool:
     """Whether generation multiplies by bfloat16 weights: asked for, or "auto" and the
-    float32 weights it multiplies (Wx above the first layer, every Wh, Wy) are above
-    BFLOAT16_FROM_BYTES. Only float32 models are ever rounded."""
+    float32 weights it multiplies are above BFLOAT16_FROM_BYTES. Only float32 models
+    are ever rounded."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    multiplied = sum(view.size for name, view in model.params.items()
-                     if name == "Wy" or name.startswith("Wh")
-                     or (name.startswith("Wx") and name != "Wx0"))
+    multiplied = sum(view.size for name, view in model.params.items() if multiplies(name))
     return model.dtype == np.float32 and (precision == "bfloat16" or (
         precision == "auto" and multiplied * 4 > BFLOAT16_FROM_BYTES))
 
 
+def multiplies(name: str) -> bool:
+    """Whether generation multiplies by the parameter `name` (rather than looking rows
+    of it up, as the first layer's input table): the weights bfloat16 rounds."""
+    return (name == "Wy" or name.startswith(("Wh", "Pt", "Wt"))
+            or (name.startswith("Wx") and name != "Wx0"))
+
+
 def output_layer(model, banned, bfloat16: bool = False) -> tuple:
     """The output layer as kernels/sampling.output_scores takes it: the head's weights
-    packed (in bfloat16 if asked), and for an adaptive softmax the clusters' weights
-    packed too, laid end to end. banned (V) bool: ids never drawn, which must be in
-    the head."""
+    packed, and for an adaptive softmax the clusters' projections and weights packed
+    too, laid end to end; all in bfloat16 if asked. banned (V) bool: ids never drawn,
+    which must be in the head."""
     cfg, p, dtype = model.config, model.params, model.dtype
     Wy_panels = packed_panels(np.ascontiguousarray(p["Wy"]), bfloat16)
     by = np.ascontiguousarray(p["by"])
@@ -70,8 +75,10 @@ def output_layer(model, banned, bfloat16: bool = False) -> tuple:
         raise ValueError("a banned character is outside the adaptive softmax's head")
     tails = range(len(cfg.tails))
     head_banned = np.concatenate([banned[layout.order[:cfg.head]], np.zeros(len(tails), bool)])
-    projections = packed_panels(np.concatenate([p[f"Pt{c}"] for c in tails], axis=1))
-    packed = [packed_panels(np.ascontiguousarray(p[f"Wt{c}"])).reshape(-1) for c in tails]
+    projections = packed_panels(np.concatenate([p[f"Pt{c}"] for c in tails], axis=1),
+                                bfloat16)
+    packed = [packed_panels(np.ascontiguousarray(p[f"Wt{c}"]), bfloat16).reshape(-1)
+              for c in tails]
     tail_W = np.concatenate(packed)
     tail_b = np.concatenate([p[f"bt{c}"] for c in tails])
     dims = [dim for _, dim in cfg.tails]

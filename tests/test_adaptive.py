@@ -121,10 +121,10 @@ def test_the_kernel_scores_are_the_log_probabilities():
 
 def head_first_frequencies(output, x, draws):
     head, proj, cluster, _ = output_scratch(output, x.dtype)
-    probs, counters = np.empty(V), np.zeros(1, np.int64)
+    exps, counters = np.empty(V, x.dtype), np.zeros(1, np.int64)
     counts = np.zeros(V)
     for u in (np.arange(draws) + 0.5) / draws:  # an even grid: frequencies are measures
-        token, _ = draw_head_first(x, output, u, head, proj, cluster, probs, 0, 1, counters, 0)
+        token, _ = draw_head_first(x, output, u, head, proj, cluster, exps, 0, 1, counters, 0)
         counts[token] += 1
     return counts / draws
 
@@ -212,6 +212,18 @@ def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypat
         assert drawn & set(LAYOUT["output_order"][3:])  # clusters' characters drawn too
 
 
+def wide_model(softmax, wide=200, layers=1):
+    """A float32 GRU over `wide` characters whose output layer spans several panels,
+    its biases small enough that clusters are drawn too; and its vocabulary."""
+    counts = 1.0 / np.arange(1, wide + 1)
+    layout = adaptive.choose_layout(counts, None, 8) if softmax == "adaptive" else {}
+    model = Model(ModelConfig("gru", wide, 8, layers, embed=4, **layout), dtype=np.float32)
+    model.initialise(np.random.default_rng(3), counts)
+    by = model.params["by"]
+    by[...] = np.random.default_rng(5).normal(0.0, 0.1, by.shape)
+    return model, Vocab(tuple(chr(0x4E00 + k) for k in range(wide)), (1,) * wide)
+
+
 @pytest.mark.parametrize("softmax", ["full", "adaptive"])
 def test_an_output_layer_of_many_panels_split_among_threads_draws_as_one_thread(
         monkeypatch, softmax):
@@ -219,15 +231,8 @@ def test_an_output_layer_of_many_panels_split_among_threads_draws_as_one_thread(
     layer's product (and of a cluster's): the text and state must be those of one
     thread, bit for bit, at temperature 1 and at another."""
     from charrnn import sample
-    wide = 200
-    counts = 1.0 / np.arange(1, wide + 1)
-    layout = adaptive.choose_layout(counts, None, 8) if softmax == "adaptive" else {}
-    model = Model(ModelConfig("gru", wide, 8, 1, embed=4, **layout), dtype=np.float32)
-    model.initialise(np.random.default_rng(3), counts)
-    by = model.params["by"]
-    by[...] = np.random.default_rng(5).normal(0.0, 0.1, by.shape)  # clusters drawn too
-    chars = tuple(chr(0x4E00 + k) for k in range(wide))
-    vocab = Vocab(chars, (1,) * wide)
+    model, vocab = wide_model(softmax)
+    wide, layout = vocab.size, model.config
     single = Sampler(model, vocab, "float32")
     monkeypatch.setattr(sample, "SAMPLE_SPLIT_WIDTH", 1)
     monkeypatch.setattr(sample, "SPLIT_OUTPUT_COLUMNS", 1)
@@ -244,8 +249,35 @@ def test_an_output_layer_of_many_panels_split_among_threads_draws_as_one_thread(
             results.append((out, h))
         for one, two in zip(*results):
             np.testing.assert_array_equal(one, two)
-        ranks = np.argsort(np.asarray(layout.get("output_order", range(wide))))
-        assert ranks[results[0][0]].max() >= layout.get("head", 0) + 32  # far in a cluster
+        ranks = np.argsort(np.asarray(layout.output_order or range(wide)))
+        assert ranks[results[0][0]].max() >= layout.head + 32  # far in a cluster
+
+
+def test_bfloat16_adaptive_generation_is_float32_generation_with_rounded_weights():
+    """bfloat16 rounds every weight generation multiplies, the clusters' projections
+    and weights included, and widens them exactly: the text must be that of float32
+    weights rounded the same way, bit for bit."""
+    from charrnn.kernels.panels import to_bfloat16
+    model, vocab = wide_model("adaptive", layers=2)
+    rounded = Model(model.config, model.flat.copy())
+    names = ("Wy", "Wh0", "Wh1", "Wx1", "Pt0", "Wt0")
+    from charrnn.sample import multiplies
+    assert {name for name in rounded.params if multiplies(name)} == set(names)
+    for name in names:
+        view = rounded.params[name]
+        view[...] = (to_bfloat16(view).astype(np.uint32) << 16).view(np.float32)
+    samplers = Sampler(model, vocab, "bfloat16"), Sampler(rounded, vocab, "float32")
+    x = np.random.default_rng(8).normal(size=(1, 8)).astype(np.float32)
+    scores = [output_scores(x, s.output, *output_scratch(s.output, np.float32)).copy()
+              for s in samplers]
+    np.testing.assert_array_equal(*scores)  # every id, the clusters' included
+    texts = []
+    for s in samplers:
+        h, c = s.zero_state()
+        out = np.empty(300, np.int64)
+        s.generate_into(1, np.random.default_rng(9).random(300), Decoding(), h, c, out)
+        texts.append(out)
+    np.testing.assert_array_equal(*texts)
 
 
 def test_temperature_one_draws_head_first_without_computing_the_clusters():

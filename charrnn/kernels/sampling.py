@@ -46,7 +46,7 @@ def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch, share, shares):
     the view of scratch that holds all of them once every share is computed."""
     first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
                            clusters[c, 4])
-    width = panel_width_of(tail_W)
+    width = panel_width_of(tail_b)  # of the weights' type, or float32's for bfloat16
     P = (n + width - 1) // width
     panels = tail_W[w0:w0 + P * d * width].reshape((P, d, width))
     x = np.empty((1, d), proj.dtype)
@@ -96,7 +96,7 @@ def output_scores(h_top, output, head, proj, cluster, scores):
 
 
 @njit(cache=True)
-def draw_head_first(h_top, output, u, head, proj, cluster, probs, share, shares, counters,
+def draw_head_first(h_top, output, u, head, proj, cluster, exps, share, shares, counters,
                     meeting):
     """A token drawn at temperature 1 from an adaptive softmax, computing only the head
     and, if the draw lands on a cluster's token, that cluster: exact, because a tail
@@ -106,15 +106,16 @@ def draw_head_first(h_top, output, u, head, proj, cluster, probs, share, shares,
     With shares > 1, the parts of generate split the head's product, and the cluster's,
     by panels: each computes its share into head and cluster, which they all share,
     and they meet (sync.meet on counters, from meeting + 1 on) before each draw. The
-    exps go to each part's own probs (V, float64), so no part writes what another
-    reads. With 0 of 1 nobody meets. Scratch: proj (1, padded projections)."""
+    exps go to each part's own exps (as long as the head and every cluster, of their
+    type), so no part writes what another reads. With 0 of 1 nobody meets. Scratch:
+    proj (1, padded projections)."""
     Wy_panels, by, order, head_banned, Pt_panels, tail_W, tail_b, clusters = output
     width = by.shape[0]
     _head_logits(h_top, Wy_panels, by, head, share, shares)
     if shares > 1:
         meeting += 1
         meet(counters, shares, meeting)
-    row = probs[:width]
+    row = exps[:width]
     exp_below_max(head[0, :width], head_banned, row)
     j, u = draw(row, u)
     count = width - clusters.shape[0]
@@ -128,7 +129,7 @@ def draw_head_first(h_top, output, u, head, proj, cluster, probs, share, shares,
         meeting += 1
         meet(counters, shares, meeting)
     top = row_max(logits)
-    row = probs[:n]
+    row = exps[:n]
     for v in range(n):
         row[v] = fast_exp(logits[v] - top)
     k, _ = draw(row, u)
@@ -139,8 +140,8 @@ def draw_head_first(h_top, output, u, head, proj, cluster, probs, share, shares,
 def output_scratch(output, dtype):
     """Buffers output_scores and draw_head_first reuse: head (1, padded head width),
     proj (1, padded projections), cluster (largest cluster, padded), scores (V)."""
-    Wy_panels, _, order, _, Pt_panels, tail_W, _, clusters = output
-    width = panel_width_of(tail_W)
+    Wy_panels, by, order, _, Pt_panels, _, _, clusters = output
+    width = panel_width_of(by)
     largest = 0
     for c in range(clusters.shape[0]):
         largest = max(largest, (clusters[c, 1] + width - 1) // width * width)
@@ -232,6 +233,7 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     aux = np.empty((1, H), dtype)
     head, proj, cluster, scores = output_scratch(output, dtype)
     probs = np.empty(V, np.float64)
+    exps = np.empty(V, dtype)
     adaptive = output[7].shape[0] > 0
     head_first = (adaptive and inv_temperature == 1.0 and not greedy
                   and (top_k <= 0 or top_k >= V) and top_p >= 1.0)
@@ -276,7 +278,7 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
         h_top, head_now = h_pair[nxt, L - 1:L], head_pair[i % 2:i % 2 + 1]
         if head_first:
             token, meeting = draw_head_first(h_top, output, uniforms[i], head_now, proj,
-                                             cluster_pair[i % 2], probs, share, shares,
+                                             cluster_pair[i % 2], exps, share, shares,
                                              counters, meeting)
         else:
             if adaptive:
