@@ -192,10 +192,19 @@ class Model:
             counts = np.asarray(unigram_counts, np.float64) + 1.0
             self.params["by"][...] = np.log(counts / counts.sum())
 
-    def folds_embedding(self, rows: int) -> bool:
-        """Whether layer 0 computes embed[x] @ Wx0 as a lookup in embed @ Wx0: cheaper
-        whenever the vocabulary has fewer rows than the batch (M = N * T)."""
-        return bool(self.config.embed) and self.config.vocab_size < rows
+    def embedding_fold(self, xs: np.ndarray):
+        """How layer 0 computes embed[xs] @ Wx0 for a piece's ids xs (M): as the lookup
+        (embed[rows] @ Wx0)[where], which multiplies fewer rows than there are positions
+        whenever the batch repeats an id. Returns (rows, where): rows None for every id
+        (a vocabulary smaller than the batch: no search for the ids present), else the
+        ids present, as a large alphabet's batch holds only some; or None, multiplying
+        embed[xs] itself, when no id repeats (or there is no embedding)."""
+        if not self.config.embed:
+            return None
+        if self.config.vocab_size < xs.size:
+            return None, xs
+        present, where = np.unique(xs, return_inverse=True)
+        return (present, where) if present.size < xs.size else None
 
     def zero_state(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(h, c), each (L, N, H) zeros; c is unused by GRU and RNN but always carried."""
@@ -255,13 +264,18 @@ class Model:
         h_final, c_final = np.empty_like(h0), np.empty_like(c0)
         parts = parallel.layer_units(H)
         x = None
+        fold = self.embedding_fold(xs)
         for layer in range(cfg.layers):
             gx = np.empty((M, GH), self.dtype)  # (M, GH) input projections
             if layer == 0 and not cfg.embed:
                 gather_rows_plus(p["Wx0"], xs, p["b0"], gx)
-            elif layer == 0 and self.folds_embedding(M):
-                # embed[x] @ Wx0 = (embed @ Wx0)[x]: one (V, GH) product, then a lookup
-                gather_rows_plus(p["embed"] @ p["Wx0"], xs, p["b0"], gx)
+            elif layer == 0 and fold is not None:
+                # embed[x] @ Wx0 = (embed[rows] @ Wx0)[where]: a product, then a lookup
+                rows, where = fold
+                embedded = p["embed"] if rows is None else p["embed"][rows]
+                table = parallel.matmul(embedded, p["Wx0"],
+                                        np.empty((embedded.shape[0], GH), self.dtype))
+                gather_rows_plus(table, where, p["b0"], gx)
             else:
                 x = p["embed"][xs] if layer == 0 else x  # (M, D)
                 parallel.matmul(x, p[f"Wx{layer}"], gx)
@@ -381,11 +395,19 @@ class Model:
                 g["Wx0"][...] = 0.0
                 scatter_add_rows(xs, dgx_rows, g["Wx0"])
                 continue
-            if layer == 0 and self.folds_embedding(M):
-                dtable = np.zeros((cfg.vocab_size, GH), self.dtype)  # (V, GH)
-                scatter_add_rows(xs, dgx_rows, dtable)
-                np.matmul(p["embed"].T, dtable, out=g["Wx0"])
-                np.matmul(dtable, p["Wx0"].T, out=g["embed"])
+            fold = self.embedding_fold(xs) if layer == 0 else None
+            if fold is not None:
+                rows, where = fold
+                embedded = p["embed"] if rows is None else p["embed"][rows]
+                dtable = np.zeros((embedded.shape[0], GH), self.dtype)  # one row per id
+                scatter_add_rows(where, dgx_rows, dtable)
+                parallel.matmul_tn(embedded, dtable, g["Wx0"])
+                if rows is None:
+                    parallel.matmul(dtable, p["Wx0"].T, g["embed"])
+                else:
+                    g["embed"][...] = 0.0
+                    g["embed"][rows] = parallel.matmul(
+                        dtable, p["Wx0"].T, np.empty((rows.size, cfg.embed), self.dtype))
                 continue
             parallel.matmul_tn(inputs[layer], dgx_rows, g[f"Wx{layer}"])
             dx = parallel.matmul(dgx_rows, p[f"Wx{layer}"].T,

@@ -145,12 +145,21 @@ def test_gradients_match_central_differences(cell, embed, threads, monkeypatch):
             assert np.abs(grad).max() > 1e-3, name
 
 
-# one-hot Wx0 in two pieces; the folded lookup (one thread: M = 6 > V); embed[x] @ Wx0
-# in one piece and in two (each piece's M = 3 < V)
-@pytest.mark.parametrize("embed, batch, threads, folds", [
-    (0, 2, 2, False), (3, 2, 1, True), (3, 1, 1, False), (3, 2, 2, False)])
+def fold_of(model, x):
+    """Which way layer 0 computes embed[x] @ Wx0 for the ids x (N, T): "every id",
+    "ids present" or None (model.embedding_fold)."""
+    fold = model.embedding_fold(np.ascontiguousarray(x.T).reshape(-1))
+    return None if fold is None else ("every id" if fold[0] is None else "ids present")
+
+
+# one-hot Wx0 in two pieces; the lookup in every id's row (one thread: M = 6 > V); in
+# the rows of the ids present (M = 3 < V, one id repeated); embed[x] @ Wx0 in one piece
+# and in two (each piece's M = 3 < V, its ids distinct)
+@pytest.mark.parametrize("embed, batch, threads, fold", [
+    (0, 2, 2, None), (3, 2, 1, "every id"), (3, 1, 1, "ids present"), (3, 1, 1, None),
+    (3, 2, 2, None)])
 @pytest.mark.parametrize("cell", CELLS)
-def test_backward_overwrites_every_gradient(cell, embed, batch, threads, folds, monkeypatch):
+def test_backward_overwrites_every_gradient(cell, embed, batch, threads, fold, monkeypatch):
     """backward writes each gradient whole (zeroing only those rows scatter into), so
     whatever the buffers held before cannot leak into a step's gradient."""
     from charrnn import parallel
@@ -158,7 +167,10 @@ def test_backward_overwrites_every_gradient(cell, embed, batch, threads, folds, 
     pieces = parallel.batch_pieces(batch, H)
     assert len(pieces) == min(batch, threads)
     case = make_case(cell, embed, batch=batch)
-    assert case.model.folds_embedding(T * (pieces[0][1] - pieces[0][0])) == folds
+    case.x[...] = np.arange(case.x.size).reshape(case.x.shape) % V  # distinct per row
+    if fold == "ids present":
+        case.x[:, 0] = case.x[:, 1]
+    assert fold_of(case.model, case.x[pieces[0][0]:pieces[0][1]]) == fold
     clean = analytic_gradients(case)
     assert len(case.model._piece_grads) == len(pieces) - 1
     case.model.grad_flat[:] = np.nan
@@ -170,27 +182,29 @@ def test_backward_overwrites_every_gradient(cell, embed, batch, threads, folds, 
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradients_match_with_and_without_the_folded_embedding(cell, monkeypatch):
-    """Layer 0 looks rows up in embed @ Wx0 when the batch has more rows than the
-    vocabulary (M = N * T > V) and multiplies embed[x] @ Wx0 otherwise; both paths
-    must pass the gradient check and give the same loss. One thread: in pieces of
-    one row each, M = T < V would never fold."""
+def test_gradients_match_whichever_way_the_embedding_is_folded(cell, monkeypatch):
+    """Layer 0 looks rows up in embed @ Wx0 when the batch has more positions than the
+    vocabulary has ids (M = N * T > V), in embed[ids present] @ Wx0 when fewer but
+    some id repeats, and multiplies embed[x] @ Wx0 when none does: every way must pass
+    the gradient check and give the loss of the plain product. One thread: in pieces
+    of one row each, M = T < V would never look up every id."""
     from charrnn import parallel
     monkeypatch.setattr(parallel, "_threads", 1)
-    folded = make_case(cell, 3, steps=T, batch=N)
-    assert folded.model.folds_embedding(N * T)
-    unfolded = make_case(cell, 3, steps=2, batch=1)
-    assert not unfolded.model.folds_embedding(2)
-    for case in (folded, unfolded):
+    every = make_case(cell, 3, steps=T, batch=N)
+    present = make_case(cell, 3, steps=4, batch=1)
+    present.x[...] = [[3, 1, 3, 0]]  # 0 and 2 absent: their rows' gradients are zero
+    plain = make_case(cell, 3, steps=2, batch=1)
+    plain.x[...] = [[4, 1]]
+    for case, fold in ((every, "every id"), (present, "ids present"), (plain, None)):
+        assert fold_of(case.model, case.x) == fold
         mismatches, errors, _ = gradient_check(case)
         assert mismatches == [], {name: errors[name] for name in mismatches}
-    loss_folded = folded.forward(need_grad=False)[1]
-    with_rows = folded.model.folds_embedding
-    folded.model.folds_embedding = lambda rows: False
-    try:
-        assert np.allclose(folded.forward(need_grad=False)[1], loss_folded, rtol=1e-12)
-    finally:
-        folded.model.folds_embedding = with_rows
+        if fold is not None:  # the same losses as the plain product
+            losses = case.forward(need_grad=False)[1]
+            monkeypatch.setattr(case.model, "embedding_fold", lambda xs: None)
+            assert np.allclose(case.forward(need_grad=False)[1], losses, rtol=1e-12)
+            monkeypatch.undo()
+            monkeypatch.setattr(parallel, "_threads", 1)
 
 
 @pytest.mark.parametrize("target", ["Wh1", "bn0", "embed", "h0"])
