@@ -224,20 +224,36 @@ class Model:
         "Where the time goes"). Each piece's gradients go to their own buffer;
         backward adds them.
         """
+        return self._pass(x_ids, y_ids, h0, c0, masks, need_grad, with_backward=False)
+
+    def forward_backward(self, x_ids, y_ids, h0, c0, masks=None):
+        """forward, then backward, in one pass of each thread over its own rows: a
+        training step's one hand-off instead of two, and no thread waits for the
+        others between the two. Returns forward's results; the gradients are in
+        self.grads, as after backward (whose (dh0, dc0) a training step never needs)."""
+        return self._pass(x_ids, y_ids, h0, c0, masks, True, with_backward=True)
+
+    def _pass(self, x_ids, y_ids, h0, c0, masks, need_grad, with_backward):
+        """forward's work, each piece followed by its backward if asked."""
         N, T = x_ids.shape
         h0 = np.ascontiguousarray(h0, self.dtype)
         c0 = np.ascontiguousarray(c0, self.dtype)
         scale = 1.0 / (N * T) if need_grad else 0.0  # of the whole batch's mean loss
         pieces = parallel.batch_pieces(N, self.config.hidden, self.config.gates,
                                        self.dtype.itemsize)
+        grad_flats = self._grad_buffers(len(pieces)) if with_backward else None
 
-        def piece(lo, hi):
+        def piece(k, lo, hi):
             with parallel.one_thread_per_piece(len(pieces)):
-                return self._forward_rows(x_ids[lo:hi], y_ids[lo:hi], h0[:, lo:hi],
-                                          c0[:, lo:hi],
-                                          None if masks is None else masks[:, :, lo:hi],
-                                          scale, need_grad)
-        results = parallel.run_parts(piece, pieces)
+                result = self._forward_rows(x_ids[lo:hi], y_ids[lo:hi], h0[:, lo:hi],
+                                            c0[:, lo:hi],
+                                            None if masks is None else masks[:, :, lo:hi],
+                                            scale, need_grad)
+                if with_backward:
+                    self._backward_rows(result[3], grad_flats[k])
+                    return result[:3] + (None,)
+                return result
+        results = parallel.run_parts(piece, [(k, lo, hi) for k, (lo, hi) in enumerate(pieces)])
         if len(results) == 1:
             losses, h_final, c_final, _ = results[0]
         else:  # the pieces' columns of the (T, N) positions, back side by side
@@ -245,8 +261,10 @@ class Model:
                                     axis=1).reshape(N * T)
             h_final = np.concatenate([h for _, h, _, _ in results], axis=1)
             c_final = np.concatenate([c for _, _, c, _ in results], axis=1)
+        if with_backward:
+            self._add_piece_gradients(grad_flats)
         self._cache = [(lo, hi, cache) for (lo, hi), (_, _, _, cache) in zip(pieces, results)
-                       ] if need_grad else None
+                       ] if need_grad and not with_backward else None
         return float(losses.mean()), losses, h_final, c_final
 
     def _forward_rows(self, x_ids, y_ids, h0, c0, masks, scale, need_grad):
@@ -326,21 +344,29 @@ class Model:
         if self._cache is None:
             raise RuntimeError("backward needs a forward with need_grad=True first")
         pieces = self._cache
-        while len(self._piece_grads) < len(pieces) - 1:  # kept: allocated once
-            self._piece_grads.append(np.zeros_like(self.grad_flat))
-        grad_flats = [self.grad_flat, *self._piece_grads[:len(pieces) - 1]]
+        grad_flats = self._grad_buffers(len(pieces))
 
         def piece(k, cache):
             with parallel.one_thread_per_piece(len(pieces)):
                 return self._backward_rows(cache, grad_flats[k])
         results = parallel.run_parts(piece, [(k, cache) for k, (_, _, cache)
                                              in enumerate(pieces)])
-        for grad_flat in grad_flats[1:]:
-            self.grad_flat += grad_flat
+        self._add_piece_gradients(grad_flats)
         if len(results) == 1:
             return results[0]
         return (np.concatenate([dh0 for dh0, _ in results], axis=1),
                 np.concatenate([dc0 for _, dc0 in results], axis=1))
+
+    def _grad_buffers(self, pieces: int) -> list[np.ndarray]:
+        """One flat gradient buffer per batch piece: grad_flat, then buffers kept from
+        one step to the next (allocated once)."""
+        while len(self._piece_grads) < pieces - 1:
+            self._piece_grads.append(np.zeros_like(self.grad_flat))
+        return [self.grad_flat, *self._piece_grads[:pieces - 1]]
+
+    def _add_piece_gradients(self, grad_flats: list[np.ndarray]) -> None:
+        for grad_flat in grad_flats[1:]:
+            self.grad_flat += grad_flat
 
     def _backward_rows(self, cache, grad_flat):
         """backward of one piece's forward cache; its gradients overwrite grad_flat."""

@@ -223,8 +223,7 @@ class Trainer:
         if wrapped:  # a new pass over the text: the carried state belongs elsewhere
             self.h[...] = 0.0
             self.c[...] = 0.0
-        loss, _, h, c = self.model.forward(x, y, self.h, self.c, self.dropout_masks())
-        self.model.backward()
+        loss, _, h, c = self.model.forward_backward(x, y, self.h, self.c, self.dropout_masks())
         loss = self.reduce_gradient(loss, x.shape[0])
         norm = clip_by_global_norm(self.model.grad_flat, self.options.clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):

@@ -543,3 +543,22 @@ def test_threads_give_the_results_of_one_thread(cell, monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_forward_backward_is_forward_then_backward(threads, monkeypatch):
+    """A training step's fused pass runs each piece's backward straight after its
+    forward: the same losses, state and gradients as the two passes, bit for bit."""
+    from charrnn import parallel
+    monkeypatch.setattr(parallel, "_threads", threads)
+    case = make_case("lstm", 3, dtype=np.float32, batch=4)
+    assert len(parallel.batch_pieces(4, H)) == threads
+    loss, losses, h, c = case.forward()
+    case.model.backward()
+    grads = case.model.grad_flat.copy()
+    case.model.grad_flat[:] = np.nan
+    fused = case.model.forward_backward(case.x, case.y, case.h0, case.c0, case.masks)
+    for got, want in zip(fused, (loss, losses, h, c)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(case.model.grad_flat, grads)
+    assert np.abs(grads).max() > 0

@@ -222,20 +222,20 @@ def test_log_file_gets_one_json_object_per_evaluation(corpus, tmp_path):
 
 # ------------------------------------------------------------------------- divergence
 def nan_forward(monkeypatch, bad_calls):
-    """Make Model.forward report a NaN loss on the training calls (need_grad) whose 0-based
-    index is in bad_calls. Returns the list that collects every training call's x batch."""
-    original = Model.forward
+    """Make the training calls (Model.forward_backward) whose 0-based index is in
+    bad_calls report a NaN loss. Returns the list that collects every training call's x
+    batch."""
+    original = Model.forward_backward
     count, batches = itertools.count(), []
 
-    def forward(self, x_ids, y_ids, h0, c0, masks=None, need_grad=True):
-        loss, losses, h, c = original(self, x_ids, y_ids, h0, c0, masks, need_grad)
-        if need_grad:
-            batches.append(np.array(x_ids))
-            if next(count) in bad_calls:
-                loss = float("nan")
+    def forward_backward(self, x_ids, y_ids, h0, c0, masks=None):
+        loss, losses, h, c = original(self, x_ids, y_ids, h0, c0, masks)
+        batches.append(np.array(x_ids))
+        if next(count) in bad_calls:
+            loss = float("nan")
         return loss, losses, h, c
 
-    monkeypatch.setattr(Model, "forward", forward)
+    monkeypatch.setattr(Model, "forward_backward", forward_backward)
     return batches
 
 
@@ -387,16 +387,15 @@ def test_hidden_state_is_carried_from_batch_to_batch(tmp_path, monkeypatch):
     trainer = small_trainer(tmp_path, steps=32, layers=2, eval_every=3, save_every=0)
     per_epoch = trainer.stream.batches_per_epoch
     assert per_epoch < 32  # the run crosses one wrap of the streams
-    calls, original = [], Model.forward
+    calls, original = [], Model.forward_backward
 
-    def recording(self, x_ids, y_ids, h0, c0, masks=None, need_grad=True):
-        out = original(self, x_ids, y_ids, h0, c0, masks, need_grad)
-        if need_grad:  # training calls only; validation runs its own state
-            calls.append((np.array(h0), np.array(c0), out[2].copy(), out[3].copy()))
+    def recording(self, x_ids, y_ids, h0, c0, masks=None):  # training calls only
+        out = original(self, x_ids, y_ids, h0, c0, masks)
+        calls.append((np.array(h0), np.array(c0), out[2].copy(), out[3].copy()))
         return out
 
     with monkeypatch.context() as patch:
-        patch.setattr(Model, "forward", recording)
+        patch.setattr(Model, "forward_backward", recording)
         trainer.run()
     assert len(calls) == 32
     for k in range(1, 32):
