@@ -20,6 +20,8 @@ def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndar
     n_val = int(round(len(ids) * val_fraction))
     return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
 
+READ_AHEAD_IDS = 4096  # ids of each stream read at once, whole batches of them
+
 
 @dataclass
 class BatchStream:
@@ -53,15 +55,24 @@ class BatchStream:
                 f"{self.batch_size} x --seq-len {self.seq_len} needs at least "
                 f"{self.batch_size * self.seq_len + 1}: lower --batch-size or --seq-len, "
                 f"lower --val-fraction, or give a larger corpus")
-        self._window = np.empty((self.hi - self.lo, self.seq_len + 1), np.int32)  # (n, T+1)
+        # Batches b0.. b0 + K - 1 of every stream, read together: one read per stream
+        # for K batches, where one per batch cost a good part of a small model's step.
+        self._ahead = max(1, READ_AHEAD_IDS // self.seq_len)  # K
+        self._block = np.empty((self.hi - self.lo, self._ahead * self.seq_len + 1), np.int32)
+        self._block_first = -self._ahead - 1  # b0 of the batches in _block; none yet
 
     def batch(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch b: x, y (n, T) int32 ids, n = hi - lo streams (N unless rows is given)."""
         T = self.seq_len
-        for row, s in enumerate(range(self.lo, self.hi)):
-            start = s * self.stream_len + b * T
-            self._window[row] = self.ids[start:start + T + 1]
-        return self._window[:, :-1].copy(), self._window[:, 1:].copy()
+        if not self._block_first <= b < self._block_first + self._ahead:
+            count = min(self._ahead, self.batches_per_epoch - b) * T + 1
+            for row, s in enumerate(range(self.lo, self.hi)):
+                start = s * self.stream_len + b * T
+                self._block[row, :count] = self.ids[start:start + count]
+            self._block_first = b
+        offset = (b - self._block_first) * T
+        window = self._block[:, offset:offset + T + 1]
+        return window[:, :-1].copy(), window[:, 1:].copy()
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
         """Return (x, y, wrapped): x, y (n, T) int32 ids; wrapped is true when this

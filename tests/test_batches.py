@@ -43,6 +43,27 @@ def test_batches_are_consecutive_within_each_stream():
     assert max(y.max() for _, y, _ in batches) <= n - 1
 
 
+@pytest.mark.parametrize("ahead", [1, 2, 3, 100])
+@pytest.mark.parametrize("rows", [None, (1, 3)])
+def test_batches_read_ahead_are_the_text_at_every_block_edge(ahead, rows, monkeypatch):
+    # Streams are read READ_AHEAD_IDS at a time, whole batches of them: every batch,
+    # across two passes, must be the slices of the text it stands for
+    from charrnn import batches
+    N, T, n = 3, 4, 87
+    monkeypatch.setattr(batches, "READ_AHEAD_IDS", ahead * T)
+    ids = np.arange(1000, 1000 + n)
+    stream = BatchStream(ids, batch_size=N, seq_len=T, rows=rows)
+    lo, hi = rows or (0, N)
+    S = (n - 1) // N
+    for step in range(2 * stream.batches_per_epoch + 1):
+        x, y, wrapped = stream.next_batch()
+        b = step % stream.batches_per_epoch
+        assert wrapped == (step > 0 and b == 0)
+        starts = np.arange(lo, hi)[:, None] * S + b * T + np.arange(T)
+        np.testing.assert_array_equal(x, ids[starts])
+        np.testing.assert_array_equal(y, ids[starts + 1])
+
+
 def test_batches_follow_real_text(tiny_text):
     vocab = Vocab.from_text(tiny_text)
     ids, missing = corpus_ids(tiny_text, vocab)
