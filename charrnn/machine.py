@@ -56,8 +56,14 @@ def cache_size_bytes(text: str) -> int:
 
 def team_spin_count() -> int:
     """GOMP_SPINCOUNT for TEAM_SPIN_MICROSECONDS on this machine."""
+    return spins_for(TEAM_SPIN_MICROSECONDS)
+
+
+def spins_for(microseconds: float) -> int:
+    """The spins of a PAUSE spin-wait (kernels/sync.spin_wait) that last this long on
+    this machine, within 1,000 and 1,000,000."""
     nanoseconds = measured("spin_nanoseconds", spin_nanoseconds)
-    return max(1000, min(1_000_000, round(TEAM_SPIN_MICROSECONDS * 1000 / nanoseconds)))
+    return max(1000, min(1_000_000, round(microseconds * 1000 / nanoseconds)))
 
 
 def spin_nanoseconds() -> float:

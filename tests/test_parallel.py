@@ -201,6 +201,49 @@ def test_inside_a_piece_work_stays_on_its_thread(threads):
     assert parallel.thread_count() == 3  # and back to all threads afterwards
 
 
+@pytest.mark.parametrize("pause", [0.0, 0.05])  # the workers spinning, then asleep
+def test_parts_run_on_threads_of_their_own_and_return_in_order(threads, pause):
+    import time
+    threads(3)
+    for _ in range(3):
+        time.sleep(pause)  # longer than the workers spin: they must be woken
+        seen = parallel.run_parts(lambda k: (k, threading.get_ident()), [(0,), (1,), (2,)])
+        assert [k for k, _ in seen] == [0, 1, 2]
+        assert len({ident for _, ident in seen}) == 3
+        assert seen[0][1] == threading.get_ident()  # the first part on the caller's thread
+
+
+def test_an_error_in_any_part_comes_out_after_every_part_has_returned(threads):
+    import time
+    threads(2)
+    finished = []
+
+    def part(k):
+        if k == 1:
+            raise KeyError("part 1")
+        time.sleep(0.05)
+        finished.append(k)
+    with pytest.raises(KeyError, match="part 1"):
+        parallel.run_parts(part, [(0,), (1,)])
+    assert finished == [0]
+    assert parallel.run_parts(lambda k: k * k, [(2,), (3,)]) == [4, 9]  # still serving
+
+
+def test_callers_on_two_threads_both_get_their_parts_run(threads):
+    threads(2)
+    results = {}
+
+    def caller(name):
+        results[name] = [parallel.run_parts(lambda k: (name, k), [(0,), (1,)])
+                         for _ in range(200)][-1]
+    callers = [threading.Thread(target=caller, args=(name,)) for name in "ab"]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(60)
+    assert results == {"a": [("a", 0), ("a", 1)], "b": [("b", 0), ("b", 1)]}
+
+
 def test_a_part_that_raises_releases_the_meetings_of_the_others(threads):
     # Part 1 fails before its first meeting; part 0 must not wait for it forever (it
     # would spin in compiled code, deaf even to Ctrl-C): the error comes out instead.

@@ -53,7 +53,7 @@ def softmax_xent(logits, targets, grad_scale, losses):
             row[target] -= grad_scale
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scatter_add_rows(ids, rows, out):
     """out[ids[m]] += rows[m] for every m: the gradient of a row lookup out[ids].
     Inputs: ids (M), rows (M, K). Output: out (V, K) accumulated. Serial, because two
@@ -65,7 +65,7 @@ def scatter_add_rows(ids, rows, out):
             target[k] += source[k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather_rows_plus(table, ids, bias, out):
     """out[m] = table[ids[m]] + bias: an embedding lookup fused with a bias add.
     Inputs: table (V, K), ids (M), bias (K). Output: out (M, K)."""

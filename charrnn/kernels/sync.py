@@ -18,6 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 SPINS_BEFORE_YIELD = 2000  # spins before a waiter yields its core (docs/threads-and-kernels.md)
+SPINS_BETWEEN_YIELDS = 256  # spin_while's: it may spin while other threads work
 RELEASED = 1 << 62  # added by release_meetings: above every meeting's target
 
 
@@ -68,6 +69,21 @@ def pause_core(typingctx):
             builder.call(function, [])
         return context.get_dummy_value()
     return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def spin_while(flag, value, spins):
+    """Read flag[0] while it equals value, at most `spins` times with a PAUSE after each
+    read, yielding the core every SPINS_BETWEEN_YIELDS reads (so a thread that wants
+    this core, such as one of Numba's team, gets it); return whether it changed. The
+    pool's threads (parallel.py) wait for their next part like this before they sleep."""
+    for spin in range(spins):
+        if atomic_read(flag) != value:
+            return True
+        pause_core()
+        if spin % SPINS_BETWEEN_YIELDS == SPINS_BETWEEN_YIELDS - 1:
+            yield_core()
+    return atomic_read(flag) != value
 
 
 @njit(cache=True, nogil=True)
