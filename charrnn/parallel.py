@@ -251,6 +251,8 @@ def run_parts(function, arguments: list[tuple]) -> list:
     if len(arguments) == 1:
         return [function(*arguments[0])]
     if _workers is None or _workers.count < len(arguments) - 1:
+        if _workers is not None:
+            _workers.retire()
         _workers = _Workers(max(len(arguments) - 1, thread_count() - 1))
     if _workers.busy.acquire(blocking=False):
         try:
@@ -317,6 +319,16 @@ class _Workers:
             results.append(value)
         return results
 
+    def retire(self) -> None:
+        """End the threads once they finish what they were given (a larger set
+        replaces them)."""
+        with self.busy:
+            for k in range(self.count):
+                self.tasks[k] = None
+                with self.wake[k]:
+                    self.posted[k, 0] += 1
+                    self.wake[k].notify()
+
     def _serve(self, k: int) -> None:
         from .kernels.sync import spin_while
 
@@ -327,6 +339,8 @@ class _Workers:
                     while self.posted[k, 0] == seen:
                         self.wake[k].wait()
             seen += 1
+            if self.tasks[k] is None:  # retired
+                return
             function, args = self.tasks[k]
             self.tasks[k] = None
             try:

@@ -313,3 +313,20 @@ print(parallel.team_size(), os.waitstatus_to_exitcode(status))
     if size == "0":
         pytest.skip("no GNU OpenMP team here")
     assert child == "0"  # not -15 (SIGTERM), 3 (still on the team) nor a timeout
+
+
+def test_more_threads_replace_the_workers_and_end_the_old_ones(threads):
+    import time
+    if parallel._workers is not None:  # start from one worker
+        parallel._workers.retire()
+        parallel._workers = None
+    threads(2)
+    parallel.run_parts(lambda k: k, [(0,), (1,)])
+    old = [thread for thread in threading.enumerate()
+           if thread.name.startswith("charrnn-") and thread.is_alive()]
+    threads(4)
+    assert parallel.run_parts(lambda k: k, [(k,) for k in range(4)]) == [0, 1, 2, 3]
+    deadline = time.monotonic() + 10
+    while any(thread.is_alive() for thread in old) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert old and not any(thread.is_alive() for thread in old)
