@@ -115,25 +115,27 @@ def draw(probs, u):
     uniform u, and where u fell within that index's share, rescaled to [0, 1): a
     uniform independent of the index, for a second draw conditional on it.
 
-    The total and the search both go block by block, each block's sum computed the
-    same way in both, so the search always ends where the total does; the clusters of
-    an adaptive softmax hold thousands of ids, and one running sum over them is a chain
+    The total and the search both go block by block, the search reading the block
+    sums the total kept, so it always ends where the total does; the clusters of an
+    adaptive softmax hold thousands of ids, and one running sum over them is a chain
     of dependent additions."""
     n = probs.shape[0]
+    blocks = (n + DRAW_BLOCK - 1) // DRAW_BLOCK
+    sums = np.empty(blocks)
     total = 0.0
-    for lo in range(0, n, DRAW_BLOCK):
-        total += _block_sum(probs, lo, min(lo + DRAW_BLOCK, n))
+    for b in range(blocks):
+        sums[b] = _block_sum(probs, b * DRAW_BLOCK, min((b + 1) * DRAW_BLOCK, n))
+        total += sums[b]
     target = u * total
     running = 0.0
     last_block = -1  # the last block holding a possible index
-    for lo in range(0, n, DRAW_BLOCK):
-        hi = min(lo + DRAW_BLOCK, n)
-        block = _block_sum(probs, lo, hi)
+    for b in range(blocks):
+        block = sums[b]
         if block > 0.0:
-            last_block = lo
+            last_block = b
         if running + block > target:  # within this block, one id at a time
             inside = running
-            for v in range(lo, hi):
+            for v in range(b * DRAW_BLOCK, min((b + 1) * DRAW_BLOCK, n)):
                 if probs[v] > 0.0:
                     if inside + probs[v] > target:
                         return v, min(max((target - inside) / probs[v], 0.0), BELOW_ONE)
@@ -141,7 +143,7 @@ def draw(probs, u):
         running += block
     last = -1  # rounding left target >= running: the last possible index
     if last_block >= 0:
-        for v in range(last_block, min(last_block + DRAW_BLOCK, n)):
+        for v in range(last_block * DRAW_BLOCK, min((last_block + 1) * DRAW_BLOCK, n)):
             if probs[v] > 0.0:
                 last = v
     return last, 0.0
