@@ -16,7 +16,6 @@ import numpy as np
 
 from . import parallel
 from .kernels import CELL_CODES
-from .kernels.panels import panel_width
 from .kernels.sampling import generate, score_tokens, step_logits, step_scratch
 from .model import packed_panels, unit_columns
 
@@ -159,26 +158,24 @@ class Sampler:
         parts = len(self.unit_parts)
         h_pair, c_pair = np.stack([h, h]), np.stack([c, c])  # (2, L, H)
         counters = np.zeros(1, np.int64)
-        shared = self.shared_output(parts)
+        shared_head = self.shared_head(parts)
         parallel.run_meeting_parts(generate, [
             (self.cell, table0, Wx_up, b_up, Wh, self.bn, self.output, token, uniforms,
              1.0 / decoding.temperature, decoding.top_k, decoding.top_p, decoding.greedy,
-             self.banned, h_pair, c_pair, out, j0, j1, part, parts, counters, shared)
+             self.banned, h_pair, c_pair, out, j0, j1, part, parts, counters, shared_head)
             for part, (j0, j1, table0, Wx_up, b_up, Wh) in enumerate(self.unit_parts)], counters)
         h[...], c[...] = h_pair[len(out) % 2], c_pair[len(out) % 2]
         return int(out[-1]) if len(out) else token
 
-    def shared_output(self, parts: int) -> tuple:
-        """Fresh buffers for generation's threads to split the output layer's product
-        (kernels/sampling.generate): (2, padded head width), (2, largest padded
-        cluster); empty, so each thread computes all of it, below SPLIT_OUTPUT_COLUMNS."""
-        Wy_panels, clusters = self.output[0], self.output[7]
-        if parts == 1 or Wy_panels.shape[0] * Wy_panels.shape[2] < SPLIT_OUTPUT_COLUMNS:
-            return np.empty((2, 0), self.dtype), np.empty((2, 0), self.dtype)
-        width = panel_width(self.dtype)
-        largest = max((-(-int(n) // width) * width for n in clusters[:, 1]), default=0)
-        return (np.empty((2, Wy_panels.shape[0] * Wy_panels.shape[2]), self.dtype),
-                np.empty((2, largest), self.dtype))
+    def shared_head(self, parts: int) -> np.ndarray:
+        """A fresh buffer for generation's threads to split the output layer's (or the
+        adaptive softmax's head's) product in (kernels/sampling.generate): (2, padded
+        width); empty, so each thread computes all of it, below SPLIT_OUTPUT_COLUMNS."""
+        Wy_panels = self.output[0]
+        columns = Wy_panels.shape[0] * Wy_panels.shape[2]
+        if parts == 1 or columns < SPLIT_OUTPUT_COLUMNS:
+            return np.empty((2, 0), self.dtype)
+        return np.empty((2, columns), self.dtype)
 
     def prepare(self, decoding: Decoding) -> None:
         """Load the generation kernel for these settings now, or compile it on a cold

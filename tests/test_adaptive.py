@@ -198,7 +198,7 @@ def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypat
     monkeypatch.setattr(parallel, "_threads", 2)
     split = sampler_of(case.model)
     assert len(split.unit_parts) == 2
-    assert (split.shared_output(2)[1].size > 0) == output_split
+    assert (split.shared_head(2).size > 0) == output_split
     for decoding in (Decoding(), Decoding(0.8)):
         results = []
         for s in (single, split):
@@ -228,8 +228,8 @@ def wide_model(softmax, wide=200, layers=1):
 def test_an_output_layer_of_many_panels_split_among_threads_draws_as_one_thread(
         monkeypatch, softmax):
     """Wide enough for each of two threads to compute several panels of the output
-    layer's product (and of a cluster's): the text and state must be those of one
-    thread, bit for bit, at temperature 1 and at another."""
+    layer's product: the text and state must be those of one thread, bit for bit, at
+    temperature 1 (clusters drawn too) and at another."""
     from charrnn import sample
     model, vocab = wide_model(softmax)
     wide, layout = vocab.size, model.config

@@ -20,17 +20,11 @@ from .sync import meet
 
 
 @njit(cache=True)
-def _share_of_panels(panels, share, shares):
-    """The panels p0:p1 that part `share` of `shares` computes of a product split by
-    output columns (0 of 1: all of them)."""
-    P = panels.shape[0]
-    return share * P // shares, (share + 1) * P // shares
-
-
-@njit(cache=True)
 def _head_logits(h_top, Wy_panels, by, head, share, shares):
-    """head[0, :len(by)] = h_top @ Wy + by, or this share's columns of it."""
-    p0, p1 = _share_of_panels(Wy_panels, share, shares)
+    """head[0, :len(by)] = h_top @ Wy + by, or the columns of share's panels of the
+    `shares` that split them evenly (0 of 1: all of them)."""
+    P = Wy_panels.shape[0]
+    p0, p1 = share * P // shares, (share + 1) * P // shares
     width = Wy_panels.shape[2]
     out = head[0][p0 * width:p1 * width].reshape((1, (p1 - p0) * width))  # contiguous
     panel_matmul(h_top, Wy_panels[p0:p1], out)
@@ -39,11 +33,10 @@ def _head_logits(h_top, Wy_panels, by, head, share, shares):
 
 
 @njit(cache=True)
-def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch, share, shares):
-    """The logits of cluster c's characters from the projections proj, or this share's
-    columns of them, into scratch (whose length covers the cluster's padded width):
-    one row times the cluster's packed weights (panels.py), then its biases. Returns
-    the view of scratch that holds all of them once every share is computed."""
+def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch):
+    """The logits of cluster c's characters from the projections proj, returned as a
+    view of scratch (whose length covers the cluster's padded width): one row times
+    the cluster's packed weights (panels.py), then its biases."""
     first, n, p0, d, w0 = (clusters[c, 0], clusters[c, 1], clusters[c, 2], clusters[c, 3],
                            clusters[c, 4])
     width = panel_width_of(tail_b)  # of the weights' type, or float32's for bfloat16
@@ -52,12 +45,12 @@ def _cluster_logits(proj, tail_W, tail_b, clusters, c, scratch, share, shares):
     x = np.empty((1, d), proj.dtype)
     for k in range(d):
         x[0, k] = proj[p0 + k]
-    q0, q1 = _share_of_panels(panels, share, shares)
-    panel_matmul(x, panels[q0:q1], scratch[q0 * width:q1 * width].reshape((1, (q1 - q0) * width)))
+    panel_matmul(x, panels, scratch[:P * width].reshape((1, P * width)))
+    logits = scratch[:n]
     b0 = first - clusters[0, 0]  # the biases of every cluster follow each other
-    for v in range(q0 * width, min(q1 * width, n)):
-        scratch[v] += tail_b[b0 + v]
-    return scratch[:n]
+    for v in range(n):
+        logits[v] += tail_b[b0 + v]
+    return logits
 
 
 @njit(cache=True)
@@ -88,7 +81,7 @@ def output_scores(h_top, output, head, proj, cluster, scores):
     panel_matmul(h_top, Pt_panels, proj)
     for c in range(C):
         first, n = clusters[c, 0], clusters[c, 1]
-        logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster, 0, 1)
+        logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
         base = head[0, count + c] - norm - log_sum_exp(logits)
         for v in range(n):
             scores[order[first + v]] = logits[v] + base
@@ -103,12 +96,13 @@ def draw_head_first(h_top, output, u, head, proj, cluster, exps, share, shares, 
     character's probability is its cluster's times its own within the cluster, and
     banned ids sit in the head. Returns (token, meetings held so far).
 
-    With shares > 1, the parts of generate split the head's product, and the cluster's,
-    by panels: each computes its share into head and cluster, which they all share,
-    and they meet (sync.meet on counters, from meeting + 1 on) before each draw. The
-    exps go to each part's own exps (as long as the head and every cluster, of their
-    type), so no part writes what another reads. With 0 of 1 nobody meets. Scratch:
-    proj (1, padded projections)."""
+    With shares > 1, the parts of generate split the head's product by panels: each
+    computes its share into head, which they all share, and they meet (sync.meet on
+    counters, meeting + 1) before each draws from the whole head into its own exps
+    (as long as the head, of its type). A cluster each part computes whole, into its
+    own scratch cluster (largest padded cluster): one more meeting cost more than
+    half a cluster's product saved. With 0 of 1 nobody meets. Scratch: proj (1, padded
+    projections)."""
     Wy_panels, by, order, head_banned, Pt_panels, tail_W, tail_b, clusters = output
     width = by.shape[0]
     _head_logits(h_top, Wy_panels, by, head, share, shares)
@@ -124,10 +118,7 @@ def draw_head_first(h_top, output, u, head, proj, cluster, exps, share, shares, 
     c = j - count
     first, n = clusters[c, 0], clusters[c, 1]
     panel_matmul(h_top, Pt_panels, proj)
-    logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster, share, shares)
-    if shares > 1:
-        meeting += 1
-        meet(counters, shares, meeting)
+    logits = _cluster_logits(proj[0], tail_W, tail_b, clusters, c, cluster)
     top = row_max(logits)
     row = exps[:n]
     for v in range(n):
@@ -188,7 +179,7 @@ def score_tokens(cell, table0, Wx_up_panels, b_up, Wh_panels, bn, output, ids, h
 @njit(cache=True, error_model="numpy", nogil=True)
 def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output, token,
              uniforms, inv_temperature, top_k, top_p, greedy, banned, h_pair, c_pair,
-             out_ids, j0, j1, part, parts, counters, shared):
+             out_ids, j0, j1, part, parts, counters, shared_head):
     """Feed `token`, then sample len(out_ids) tokens, each fed back as the next input.
 
     One stream has no batch rows to share among threads, so each of `parts` threads runs
@@ -199,11 +190,10 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     to hand it over (one meeting per layer per character, not one more). Part 0 writes
     out_ids. A single thread passes part 0 of 1 and all units.
 
-    A wide output layer is the exception: given shared = (head_pair (2, padded head
-    width), cluster_pair (2, largest padded cluster)), not empty, the parts split its
-    product by panels into those and meet once more before drawing (draw_head_first;
-    only at temperature 1 for an adaptive softmax). Step i writes [i % 2], as for the
-    state.
+    A wide output layer is the exception: given shared_head (2, padded head width),
+    not empty, the parts split its product by panels into it and meet once more
+    before drawing (draw_head_first; only at temperature 1 for an adaptive softmax).
+    Step i writes shared_head[i % 2], as for the state.
 
     Inputs: cell code; table0_units (V, G*U) and b_up_units (L-1, G*U): the columns of
     stack_step's table0 and b_up that feed these U = j1 - j0 units, gate-major;
@@ -237,13 +227,10 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     adaptive = output[7].shape[0] > 0
     head_first = (adaptive and inv_temperature == 1.0 and not greedy
                   and (top_k <= 0 or top_k >= V) and top_p >= 1.0)
-    split_output = parts > 1 and shared[0].shape[1] > 0 and (head_first or not adaptive)
+    split_output = parts > 1 and shared_head.shape[1] > 0 and (head_first or not adaptive)
     share, shares = (part, parts) if split_output else (0, 1)
-    if split_output:
-        head_pair, cluster_pair = shared
-    else:  # this part's own, shaped alike
-        head_pair = np.empty((2, head.shape[1]), dtype)
-        cluster_pair = np.empty((2, cluster.shape[0]), dtype)
+    # the head's logits: shared, or this part's own, shaped alike
+    head_pair = shared_head if split_output else np.empty((2, head.shape[1]), dtype)
     meeting = 0
     for i in range(out_ids.shape[0]):
         now, nxt = i % 2, 1 - i % 2
@@ -278,8 +265,8 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
         h_top, head_now = h_pair[nxt, L - 1:L], head_pair[i % 2:i % 2 + 1]
         if head_first:
             token, meeting = draw_head_first(h_top, output, uniforms[i], head_now, proj,
-                                             cluster_pair[i % 2], exps, share, shares,
-                                             counters, meeting)
+                                             cluster, exps, share, shares, counters,
+                                             meeting)
         else:
             if adaptive:
                 logits = output_scores(h_top, output, head_now, proj, cluster, scores)
