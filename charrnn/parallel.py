@@ -250,16 +250,19 @@ def run_parts(function, arguments: list[tuple]) -> list:
     global _pool, _workers
     if len(arguments) == 1:
         return [function(*arguments[0])]
-    if _workers is None or _workers.count < len(arguments) - 1:
-        if _workers is not None:
-            _workers.retire()
+    if _workers is not None and _workers.count < len(arguments) - 1 \
+            and _workers.busy.acquire(blocking=False):  # in use: the executor serves this
+        _workers.retire()  # a larger set replaces it; its lock stays taken
+        _workers = None
+    if _workers is None:
         _workers = _Workers(max(len(arguments) - 1, thread_count() - 1))
-    if _workers.busy.acquire(blocking=False):
+    workers = _workers
+    if workers.count >= len(arguments) - 1 and workers.busy.acquire(blocking=False):
         try:
-            return _workers.run(function, arguments)
+            return workers.run(function, arguments)
         finally:
-            _workers.busy.release()
-    # another thread is using the workers (a host program's own threads)
+            workers.busy.release()
+    # another thread is using the workers (a host program's own threads, or a part)
     if _pool is None or _pool._max_workers < len(arguments) - 1:
         _pool = ThreadPoolExecutor(max_workers=max(len(arguments) - 1, thread_count()),
                                    thread_name_prefix="charrnn")
@@ -320,14 +323,12 @@ class _Workers:
         return results
 
     def retire(self) -> None:
-        """End the threads once they finish what they were given (a larger set
-        replaces them)."""
-        with self.busy:
-            for k in range(self.count):
-                self.tasks[k] = None
-                with self.wake[k]:
-                    self.posted[k, 0] += 1
-                    self.wake[k].notify()
+        """End the threads, idle, their lock held by the caller."""
+        for k in range(self.count):
+            self.tasks[k] = None
+            with self.wake[k]:
+                self.posted[k, 0] += 1
+                self.wake[k].notify()
 
     def _serve(self, k: int) -> None:
         from .kernels.sync import spin_while

@@ -330,3 +330,18 @@ def test_more_threads_replace_the_workers_and_end_the_old_ones(threads):
     while any(thread.is_alive() for thread in old) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert old and not any(thread.is_alive() for thread in old)
+
+
+def test_a_part_may_run_parts_of_its_own_even_more_than_there_are_workers(threads):
+    # the workers are busy with the outer parts: the inner ones run on the executor,
+    # and replacing the workers with a larger set must wait for nobody
+    threads(2)
+
+    def outer(k):
+        return parallel.run_parts(lambda j: (k, j), [(j,) for j in range(3)])
+    done = []
+    caller = threading.Thread(target=lambda: done.append(
+        parallel.run_parts(outer, [(0,), (1,)])), daemon=True)
+    caller.start()
+    caller.join(30)
+    assert done == [[[(0, 0), (0, 1), (0, 2)], [(1, 0), (1, 1), (1, 2)]]]
