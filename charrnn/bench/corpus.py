@@ -13,10 +13,13 @@ subprocess does, so it reports the generator's memory.) Speed: the default model
 2x256, embedding 64, batch 32x64) trains in this process after a burn-in, on the CJK
 corpus with the full and with the adaptive softmax, and, as the peer measured in the
 same run, on the English one: the difference is what the 6,000-wide output layer costs.
-PyTorch (when installed; never a dependency) trains the same model on the same corpora
-in a child process, with nn.Linear or nn.AdaptiveLogSoftmaxWithLoss in charrnn's
-layout. All text is generated here from a fixed seed, nothing is downloaded, and the
-temporary directory is removed at the end.
+The generated CJK text is flatter than real Chinese, so when data/chinese.txt is there
+(`make chinese`) the adaptive softmax is also timed on it, widened to as many
+characters (write_widened). PyTorch (when installed; never a dependency) trains the
+same model on the generated corpora in a child process, with nn.Linear or
+nn.AdaptiveLogSoftmaxWithLoss in charrnn's layout. All other text is generated here
+from a fixed seed, nothing is downloaded, and the temporary directory is removed at
+the end.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ MEMORY_RUN = ["--hidden", "128", "--layers", "2", "--embed", "32", "--batch-size
               "--val-chars", "20000", "--seed", "1"]
 SPEED_MODEL = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64}  # train's defaults
 SPEED_BATCH = (32, 64)  # (N streams, T chars): train's defaults
+REAL_TEXT = "data/chinese.txt"  # `make chinese` builds it
 
 
 def parse_size(text: str) -> int:
@@ -86,6 +90,25 @@ def write_english(path: str, size: int, seed: int = 1) -> None:
             start = int(rng.integers(0, len(pool) - count + 1))
             handle.write(pool[start:start + count])
             written += count
+
+
+def write_widened(source: str, path: str, chars: int, seed: int = 3) -> None:
+    """The first `chars` characters of a real text (data/chinese.txt), then lines of
+    CJK characters it lacks, each three times, up to CJK_DISTINCT in all: a real
+    text's frequencies with write_cjk's alphabet size."""
+    import numpy as np
+    with open(source, encoding="utf-8") as handle:
+        text = handle.read(chars)
+    seen = set(text)
+    extra = [chr(code) for code in range(CJK_FIRST, CJK_FIRST + 2 * CJK_DISTINCT)
+             if chr(code) not in seen][:max(0, CJK_DISTINCT - len(seen))]
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(3):
+        shuffled = [extra[k] for k in rng.permutation(len(extra))]
+        lines += ["".join(shuffled[k:k + 20]) for k in range(0, len(shuffled), 20)]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n" + "\n".join(lines) + "\n")
 
 
 def write_cjk(path: str, chars: int, seed: int = 2) -> None:
@@ -280,7 +303,8 @@ def torch_row(corpus: str, cache: str, seconds: float, softmax: str) -> dict:
     return json.loads(child.stdout)
 
 
-def speed_rows(work: str, seconds: float, with_torch: bool = True) -> dict:
+def speed_rows(work: str, seconds: float, with_torch: bool = True,
+               real_text: str | None = None) -> dict:
     cache = os.path.join(work, "cache")
     english, cjk = os.path.join(work, "english.txt"), os.path.join(work, "cjk.txt")
     write_english(english, 4 << 20)
@@ -288,6 +312,10 @@ def speed_rows(work: str, seconds: float, with_torch: bool = True) -> dict:
     rows = {"english": speed_row(english, cache, seconds),
             "cjk": speed_row(cjk, cache, seconds),
             "cjk_adaptive": speed_row(cjk, cache, seconds, "adaptive")}
+    if real_text:  # the adaptive softmax on a real text's frequencies
+        widened = os.path.join(work, "widened.txt")
+        write_widened(real_text, widened, 2_000_000)
+        rows["real_adaptive"] = speed_row(widened, cache, seconds, "adaptive")
     if with_torch:
         for name, corpus, softmax in (("english", english, "full"), ("cjk", cjk, "full"),
                                       ("cjk_adaptive", cjk, "adaptive")):
@@ -315,21 +343,27 @@ def report(result: dict) -> str:
                  f", batch {SPEED_BATCH[0]}x{SPEED_BATCH[1]}")
     speed = result["speed"]
     english = speed["english"]
-    for name in ("english", "cjk", "cjk_adaptive"):
+    for name in ("english", "cjk", "cjk_adaptive", "real_adaptive"):
+        if name not in speed:
+            continue
         row = speed[name]
         peer = row.get("peer", {})
         versus = f"; PyTorch {peer['train_chars_per_s']:,.0f} chars/s, " \
             f"{row['train_chars_per_s'] / peer['train_chars_per_s']:.2f}x" \
             if "train_chars_per_s" in peer else f"; PyTorch {peer['torch']}" if peer else ""
-        lines.append(f"  V={row['vocab']:>5,} {row['softmax']:>8} softmax: train "
+        text = ", real text" if name == "real_adaptive" else ""
+        lines.append(f"  V={row['vocab']:>5,} {row['softmax']:>8} softmax{text}: train "
                      f"{row['train_chars_per_s']:>8,.0f} chars/s ({row['step_ms']:.0f} ms/step,"
                      f" {row['train_chars_per_s'] / english['train_chars_per_s']:.2f}x of "
                      f"V={english['vocab']}), sample {row['sample_chars_per_s']:>8,.0f} chars/s "
                      f"({row['sample_chars_per_s'] / english['sample_chars_per_s']:.2f}x)"
                      + versus)
-    adaptive = speed["cjk_adaptive"]
-    lines.append(f"  adaptive layout: a head of {adaptive['head']:,} characters, clusters "
-                 + ", ".join(f"{size:,} through {dim}" for size, dim in adaptive["tails"]))
+    for name, text in (("cjk_adaptive", "generated"), ("real_adaptive", "real text")):
+        if name in speed:
+            adaptive = speed[name]
+            lines.append(f"  adaptive layout, {text}: a head of {adaptive['head']:,} "
+                         "characters, clusters " + ", ".join(
+                             f"{size:,} through {dim}" for size, dim in adaptive["tails"]))
     out = speed["output_layer"]
     lines.append(f"  output layer alone, one thread, M={out['M']} H={out['H']} V={out['V']:,}: "
                  f"one product with Wy {out['product_ms']:.0f} ms (three per step), "
@@ -350,7 +384,12 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the PyTorch peer even when torch is installed")
+    parser.add_argument("--real-text", default=REAL_TEXT,
+                        help="a real Chinese text whose frequencies the adaptive softmax "
+                             "is also timed on, widened to ~6,000 characters; skipped "
+                             f"when absent ('' to skip) [{REAL_TEXT}, from `make chinese`]")
     args = parser.parse_args(argv)
+    real_text = args.real_text if args.real_text and os.path.exists(args.real_text) else None
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
     # As the CLI does: one BLAS thread (see cli.main); the child runs inherit it.
     one_blas_thread()
@@ -360,7 +399,7 @@ def main(argv=None) -> None:
     try:
         result = {"threads": thread_count(), "blas": blas_description(),
                   "memory": memory_rows(sizes, work),
-                  "speed": speed_rows(work, args.seconds, not args.no_torch)}
+                  "speed": speed_rows(work, args.seconds, not args.no_torch, real_text)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result) if args.json else report(result), flush=True)
