@@ -335,7 +335,8 @@ class Model:
             losses = np.empty(M, np.float64)
             parallel.run_parts(softmax_xent, [(output[lo:hi], ys[lo:hi], scale, losses[lo:hi])
                                               for lo, hi in parallel.row_ranges(M, 256)])
-        cache = (xs, h0, c0, masks, inputs, layer_caches, x, output) if need_grad else None
+        cache = (xs, h0, c0, masks, inputs, layer_caches, x, output, fold) if need_grad \
+            else None
         return losses, h_final, c_final, cache
 
     def backward(self):
@@ -370,7 +371,7 @@ class Model:
 
     def _backward_rows(self, cache, grad_flat):
         """backward of one piece's forward cache; its gradients overwrite grad_flat."""
-        xs, h0, c0, masks, inputs, layer_caches, top, output = cache
+        xs, h0, c0, masks, inputs, layer_caches, top, output, fold = cache
         cfg, p = self.config, self.params
         g = self.grads if grad_flat is self.grad_flat else flat_views(grad_flat, cfg)
         L, N, H = h0.shape
@@ -421,8 +422,7 @@ class Model:
                 g["Wx0"][...] = 0.0
                 scatter_add_rows(xs, dgx_rows, g["Wx0"])
                 continue
-            fold = self.embedding_fold(xs) if layer == 0 else None
-            if fold is not None:
+            if layer == 0 and fold is not None:  # forward's (embedding_fold)
                 rows, where = fold
                 embedded = p["embed"] if rows is None else p["embed"][rows]
                 dtable = np.zeros((embedded.shape[0], GH), self.dtype)  # one row per id

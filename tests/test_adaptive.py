@@ -200,16 +200,20 @@ def test_adaptive_generation_split_among_threads_is_that_of_one_thread(monkeypat
     assert len(split.unit_parts) == 2
     assert (split.shared_head(2).size > 0) == output_split
     for decoding in (Decoding(), Decoding(0.8)):
-        results = []
-        for s in (single, split):
-            h, c = s.zero_state()
-            out = np.empty(300, np.int64)
-            s.generate_into(2, np.random.default_rng(4).random(300), decoding, h, c, out)
-            results.append((out, h, c))
+        results = [generated(s, 300, decoding) for s in (single, split)]
         for one, two in zip(*results):
             np.testing.assert_array_equal(one, two)
         drawn = set(results[0][0].tolist())
         assert drawn & set(LAYOUT["output_order"][3:])  # clusters' characters drawn too
+
+
+def generated(sampler, n, decoding, seed=4, token=2):
+    """(ids, h, c): n ids generated from the zero state after feeding `token`, with
+    the uniforms of seed."""
+    h, c = sampler.zero_state()
+    out = np.empty(n, np.int64)
+    sampler.generate_into(token, np.random.default_rng(seed).random(n), decoding, h, c, out)
+    return out, h, c
 
 
 def wide_model(softmax, wide=200, layers=1):
@@ -241,12 +245,7 @@ def test_an_output_layer_of_many_panels_split_among_threads_draws_as_one_thread(
     split = Sampler(model, vocab, "float32")
     assert len(split.unit_parts) == 2 and split.output[0].shape[0] >= 2
     for decoding in (Decoding(), Decoding(0.8)):
-        results = []
-        for s in (single, split):
-            h, c = s.zero_state()
-            out = np.empty(400, np.int64)
-            s.generate_into(2, np.random.default_rng(4).random(400), decoding, h, c, out)
-            results.append((out, h))
+        results = [generated(s, 400, decoding) for s in (single, split)]
         for one, two in zip(*results):
             np.testing.assert_array_equal(one, two)
         ranks = np.argsort(np.asarray(layout.output_order or range(wide)))
@@ -271,12 +270,7 @@ def test_bfloat16_adaptive_generation_is_float32_generation_with_rounded_weights
     scores = [output_scores(x, s.output, *output_scratch(s.output, np.float32)).copy()
               for s in samplers]
     np.testing.assert_array_equal(*scores)  # every id, the clusters' included
-    texts = []
-    for s in samplers:
-        h, c = s.zero_state()
-        out = np.empty(300, np.int64)
-        s.generate_into(1, np.random.default_rng(9).random(300), Decoding(), h, c, out)
-        texts.append(out)
+    texts = [generated(s, 300, Decoding(), seed=9, token=1)[0] for s in samplers]
     np.testing.assert_array_equal(*texts)
 
 

@@ -221,7 +221,7 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     gh = np.empty((L, panel_columns(Wh_panels)), dtype)  # each layer's h_prev @ Wh
     acts = np.empty((1, GH), dtype)
     aux = np.empty((1, H), dtype)
-    head, proj, cluster, scores = output_scratch(output, dtype)
+    _, proj, cluster, scores = output_scratch(output, dtype)
     probs = np.empty(V, np.float64)
     exps = np.empty(V, dtype)
     adaptive = output[7].shape[0] > 0
@@ -230,7 +230,8 @@ def generate(cell, table0_units, Wx_up_panels, b_up_units, Wh_panels, bn, output
     split_output = parts > 1 and shared_head.shape[1] > 0 and (head_first or not adaptive)
     share, shares = (part, parts) if split_output else (0, 1)
     # the head's logits: shared, or this part's own, shaped alike
-    head_pair = shared_head if split_output else np.empty((2, head.shape[1]), dtype)
+    head_pair = (shared_head if split_output
+                 else np.empty((2, panel_columns(output[0])), dtype))
     meeting = 0
     for i in range(out_ids.shape[0]):
         now, nxt = i % 2, 1 - i % 2
