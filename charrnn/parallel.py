@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .workers import Workers
+
 # The measurements behind each: docs/threads-and-kernels.md, "Products of few rows", "Threads".
 MIN_ROWS_PER_PART = 8  # below this, splitting costs more than it saves
 MIN_ROWS_PER_PRODUCT = 64  # rows of a matrix product per thread, at least
@@ -32,10 +34,8 @@ UNIT_SPLIT_WIDTH = 256  # layers this wide split their units when the batch is n
 TEAM_SPLIT_WIDTH = 128  # ... or this wide, when the parts start on Numba's team
 PIECES_BELOW_WIDTH = 384  # where the L2 is unknown, narrower layers' batches split (splits_units)
 UNIT_ALIGN = 16  # 16 float32 = one 64-byte cache line
-# run_parts's threads spin this long for their next part before they sleep
-WORKER_SPIN_MICROSECONDS = 300
 _pool: ThreadPoolExecutor | None = None
-_workers: _Workers | None = None
+_workers: Workers | None = None
 _threads = 0
 _cores = 0  # the cores this process may use, asked once
 _team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
@@ -255,7 +255,7 @@ def run_parts(function, arguments: list[tuple]) -> list:
         _workers.retire()  # a larger set replaces it; its lock stays taken
         _workers = None
     if _workers is None:
-        _workers = _Workers(max(len(arguments) - 1, thread_count() - 1))
+        _workers = Workers(max(len(arguments) - 1, thread_count() - 1))
     workers = _workers
     if workers.count >= len(arguments) - 1 and workers.busy.acquire(blocking=False):
         try:
@@ -269,88 +269,6 @@ def run_parts(function, arguments: list[tuple]) -> list:
     futures = [_pool.submit(function, *args) for args in arguments[1:]]
     first = function(*arguments[0])
     return [first] + [future.result() for future in futures]
-
-
-class _Workers:
-    """The threads run_parts hands parts to. Between parts each waits for the next one
-    spinning in compiled code, without the GIL, before it sleeps, as OpenMP's threads
-    do (WORKER_SPIN_MICROSECONDS); the caller waits for them the same way. On a
-    virtual machine a sleeping thread can take a third of a millisecond to wake, a
-    tenth of a small model's training step (docs/threads-and-kernels.md, "Threads")."""
-
-    def __init__(self, count: int):
-        from .machine import spins_for
-
-        self.count, self.spins = count, spins_for(WORKER_SPIN_MICROSECONDS)
-        self.busy = threading.Lock()
-        # per worker, column 0 of a row of its own (no two workers' counts share a cache
-        # line): parts handed to it, and parts it has finished
-        self.posted = np.zeros((count, 8), np.int64)
-        self.finished = np.zeros((count, 8), np.int64)
-        self.tasks: list = [None] * count
-        self.results: list = [None] * count
-        self.wake = [threading.Condition() for _ in range(count)]
-        self.done = threading.Condition()
-        for k in range(count):
-            threading.Thread(target=self._serve, args=(k,), name=f"charrnn-{k}",
-                             daemon=True).start()
-
-    def run(self, function, arguments: list[tuple]) -> list:
-        from .kernels.sync import spin_while
-
-        others = arguments[1:]
-        for k, args in enumerate(others):
-            self.tasks[k] = (function, args)
-            with self.wake[k]:
-                self.posted[k, 0] += 1
-                self.wake[k].notify()
-        try:
-            first = function(*arguments[0])
-        finally:  # the parts share the caller's buffers: none may still run after this
-            for k in range(len(others)):
-                target = self.posted[k, 0]
-                if not spin_while(self.finished[k], target - 1, self.spins):
-                    with self.done:
-                        while self.finished[k, 0] < target:
-                            self.done.wait()
-        results = [first]
-        for k in range(len(others)):
-            value, error = self.results[k]
-            self.results[k] = None
-            if error is not None:
-                raise error
-            results.append(value)
-        return results
-
-    def retire(self) -> None:
-        """End the threads, idle, their lock held by the caller."""
-        for k in range(self.count):
-            self.tasks[k] = None
-            with self.wake[k]:
-                self.posted[k, 0] += 1
-                self.wake[k].notify()
-
-    def _serve(self, k: int) -> None:
-        from .kernels.sync import spin_while
-
-        seen = 0
-        while True:
-            if not spin_while(self.posted[k], seen, self.spins):
-                with self.wake[k]:
-                    while self.posted[k, 0] == seen:
-                        self.wake[k].wait()
-            seen += 1
-            if self.tasks[k] is None:  # retired
-                return
-            function, args = self.tasks[k]
-            self.tasks[k] = None
-            try:
-                self.results[k] = (function(*args), None)
-            except BaseException as error:
-                self.results[k] = (None, error)
-            with self.done:
-                self.finished[k, 0] = seen
-                self.done.notify_all()
 
 
 def run_meeting_parts(function, arguments: list[tuple], counters: np.ndarray) -> list:
