@@ -23,7 +23,13 @@ import numpy as np
 from . import adaptive, parallel
 from .kernels import CELL_CODES, CELL_GATES, CELL_GRU
 from .kernels.output import gather_rows_plus, scatter_add_rows, softmax_xent
-from .kernels.panels import bfloat16_pairs, padded_columns, panel_width, to_bfloat16
+from .kernels.panels import (
+    bfloat16_pairs,
+    pack_transposed_panels,
+    padded_columns,
+    panel_width,
+    to_bfloat16,
+)
 from .kernels.recurrent import (
     recurrent_backward,
     recurrent_backward_team,
@@ -149,6 +155,14 @@ def packed_panels(W: np.ndarray, bfloat16: bool = False) -> np.ndarray:
         panels[..., whole, :, :] = 0
         panels[..., whole, :, :C - whole * PW] = source[..., whole * PW:]
     return bfloat16_pairs(panels) if bfloat16 else panels
+
+
+def transposed_panels(W: np.ndarray) -> np.ndarray:
+    """packed_panels(W.T) for float32 or float64 W (C, K) with contiguous rows, packed by
+    the kernel, which reads W along its rows (numpy's copy reads down its columns)."""
+    panels = empty_panels(W.shape[1], W.shape[0], W.dtype)
+    pack_transposed_panels(W, panels)
+    return panels
 
 
 class Model:
@@ -407,7 +421,7 @@ class Model:
                     dbn_parts, np.array(parts), counters)
             else:
                 parallel.run_meeting_parts(recurrent_backward, [
-                    (cell, packed_panels(Wh[j0:j1].T), states[0], c0[layer], states[1:], cs,
+                    (cell, transposed_panels(Wh[j0:j1]), states[0], c0[layer], states[1:], cs,
                      acts, aux, dhs, dgx, dgh, dh0[layer], dc0[layer], dbn_parts[k], j0, j1,
                      len(parts), counters)
                     for k, (j0, j1) in enumerate(parts)], counters)

@@ -122,6 +122,28 @@ def test_packing_a_threads_units_equals_packing_their_columns(dtype, gates, H, j
     assert np.array_equal(panels, packed_panels(unit_columns(W, gates, j0, j1)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C, K, rows", [(1, 1, None), (8, 8, None), (33, 20, None),
+                                        (64, 512, (0, 64)), (128, 512, (64, 128)),
+                                        (45, 13, (5, 42)), (70, 9, None)])
+def test_packing_a_transpose_equals_packing_its_columns(dtype, C, K, rows):
+    """pack_transposed_panels (the backward's Wh.T, a team product's transposed
+    operand) writes what pack_panels writes for the transposed view: every 8 x 8
+    block, the rows and columns left over, the zero padding; also from a slice of
+    rows, as threads pass their own units' rows of Wh."""
+    from charrnn.kernels.panels import pack_panels, pack_transposed_panels
+    from charrnn.model import empty_panels, transposed_panels
+    W = np.random.default_rng(C + K).standard_normal((C, K)).astype(dtype)
+    if rows:
+        W = W[rows[0]:rows[1]]
+    want = empty_panels(W.shape[1], W.shape[0], dtype)
+    pack_panels(W.T, want)
+    got = np.full_like(want, np.nan)
+    pack_transposed_panels(W, got)
+    assert np.array_equal(got, want)
+    assert np.array_equal(transposed_panels(W), want)
+
+
 @pytest.mark.parametrize("shape, transposed, bfloat16", [
     ((7, 5), False, False), ((70, 45), False, True), ((128, 64), False, False),
     ((2, 3, 33), False, False), ((2, 3, 33), False, True), ((40, 9), True, False),

@@ -226,6 +226,39 @@ def pack_panels(W, panels):
 
 
 @njit(cache=True, nogil=True)
+def pack_transposed_panels(W, panels):
+    """panels (P, K, PW) <- W.T for W (C, K) with contiguous rows: pack_panels of the
+    transpose, without reading down its columns. It moves blocks of 8 x 8, each read
+    along 8 rows of W and written along 8 rows of a panel, so both sides stay in a few
+    cache lines (element by element down W's columns, packing a backward's Wh.T took
+    several times longer)."""
+    C, K = W.shape
+    P, _, PW = panels.shape
+    for p in range(P):
+        first = p * PW
+        width = min(PW, C - first)
+        target = panels[p]
+        whole = width // 8 * 8
+        k_whole = K // 8 * 8
+        for q0 in range(0, whole, 8):
+            for k0 in range(0, k_whole, 8):
+                for q in range(8):
+                    source = W[first + q0 + q, k0:k0 + 8]
+                    for k in range(8):
+                        target[k0 + k, q0 + q] = source[k]
+            for q in range(q0, q0 + 8):
+                for k in range(k_whole, K):
+                    target[k, q] = W[first + q, k]
+        for q in range(whole, width):
+            source = W[first + q]
+            for k in range(K):
+                target[k, q] = source[k]
+        for k in range(K):
+            for q in range(width, PW):
+                target[k, q] = 0.0
+
+
+@njit(cache=True, nogil=True)
 def pack_unit_panels(W, gates, j0, j1, panels):
     """panels (P, K, PW) <- the columns of W (K, gates * H) that feed units j0:j1,
     gate-major (as model.unit_columns selects them), in column panels of PW, zero past

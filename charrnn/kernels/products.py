@@ -10,7 +10,7 @@ panel product (panels.py) of 50 rows beats the BLAS call even with its packing
 import numpy as np
 from numba import njit, prange
 
-from .panels import pack_panels, pack_unit_panels, panel_matmul, panel_width_of
+from .panels import pack_transposed_panels, pack_unit_panels, panel_matmul, panel_width_of
 
 
 @njit(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -29,7 +29,7 @@ def matmul_team(a, b, out, transpose_a, transpose_b, bounds):
         # allocated here, by the thread that uses them: as fast as scratch passed in
         panels = np.empty(((c1 - c0 + width - 1) // width, K, width), b.dtype)
         if transpose_b:
-            pack_panels(b[c0:c1].T, panels)
+            pack_transposed_panels(b[c0:c1], panels)
         else:
             pack_unit_panels(b, 1, c0, c1, panels)  # one gate: columns c0:c1
         products = np.empty((rows.shape[0], panels.shape[0] * width), out.dtype)

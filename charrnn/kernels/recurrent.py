@@ -15,7 +15,7 @@ from numba import njit, prange
 from . import CELL_GRU, CELL_LSTM
 from .gru import gru_block_backward, gru_block_forward
 from .lstm import lstm_block_backward, lstm_block_forward
-from .panels import pack_panels, pack_unit_panels, panel_columns, panel_matmul
+from .panels import pack_transposed_panels, pack_unit_panels, panel_columns, panel_matmul
 from .rnn import rnn_block_backward, rnn_block_forward
 from .sync import meet
 
@@ -138,7 +138,7 @@ def recurrent_backward_team(cell, Wh, h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, 
     parts = bounds.shape[0]
     for k in prange(parts):
         j0, j1 = bounds[k, 0], bounds[k, 1]
-        pack_panels(Wh[j0:j1].T, WhT_parts[k])
+        pack_transposed_panels(Wh[j0:j1], WhT_parts[k])
         recurrent_backward(cell, WhT_parts[k], h0, c0, hs, cs, acts, aux, dhs, dgx, dgh, dh0,
                            dc0, dbn_parts[k], j0, j1, parts, counters)
 
