@@ -40,6 +40,7 @@ _threads = 0
 _cores = 0  # the cores this process may use, asked once
 _team_size: int | None = None  # threads of Numba's OpenMP team; 0: none (asked once)
 _team_pid = 0  # the process that loaded the team: a fork() of it may not use it
+_team_setters = None  # (set_num_threads, set_parallel_chunksize): _setters, asked once
 
 
 class _ThisThread(threading.local):
@@ -165,11 +166,14 @@ def team_runs(parts: int) -> bool:
     one thread, whose first meeting would then wait forever, so only OpenMP's team is
     used. Not in a child fork()ed after the team started: GNU OpenMP is not fork-safe
     (Numba ends such a child with SIGTERM), so there the pool runs them."""
+    global _team_setters
     if not _team_fits(parts):
         return False
-    import numba
-    numba.set_num_threads(parts)
-    numba.set_parallel_chunksize(0)
+    if _team_setters is None:
+        _team_setters = _setters()
+    set_threads, set_chunk_size = _team_setters
+    set_threads(parts)
+    set_chunk_size(0)
     return True
 
 
@@ -186,6 +190,21 @@ def team_size() -> int:
     if _team_size is None:
         _team_size, _team_pid = _load_team(), os.getpid()
     return _team_size
+
+
+def _setters() -> tuple:
+    """numba.set_num_threads and numba.set_parallel_chunksize, or rather, as the
+    threading layer is loaded by now, the layer's own functions that they call after
+    their checks (that the layer is loaded, that the count is an int within the team):
+    team_runs has made those checks, and the public calls take several times as long,
+    which a batch-1 step pays at each of its dozen or so team calls. A Numba without
+    these internals gets the public calls."""
+    import numba
+    try:
+        from numba.np.ufunc import parallel as layer
+        return layer._set_num_threads, layer._set_parallel_chunksize
+    except (ImportError, AttributeError):
+        return numba.set_num_threads, numba.set_parallel_chunksize
 
 
 def _load_team() -> int:
