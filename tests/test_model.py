@@ -152,6 +152,19 @@ def fold_of(model, x):
     return None if fold is None else ("every id" if fold[0] is None else "ids present")
 
 
+def test_the_ids_present_are_numpys_unique_ids_and_their_inverse():
+    """embedding_fold's "ids present" (counted, not sorted) is what np.unique gives:
+    the distinct ids ascending, and each position's index among them."""
+    model = Model(ModelConfig("lstm", vocab_size=500, hidden=4, layers=1, embed=3))
+    rng = np.random.default_rng(5)
+    for size in (2, 50, 499):
+        xs = rng.integers(0, 500, size)
+        xs[-1] = xs[0]  # one repeat at least
+        present, where = model.embedding_fold(xs)
+        want_present, want_where = np.unique(xs, return_inverse=True)
+        assert np.array_equal(present, want_present) and np.array_equal(where, want_where)
+
+
 # one-hot Wx0 in two pieces; the lookup in every id's row (one thread: M = 6 > V); in
 # the rows of the ids present (M = 3 < V, one id repeated); embed[x] @ Wx0 in one piece
 # and in two (each piece's M = 3 < V, its ids distinct)
