@@ -134,3 +134,90 @@ def test_isa_avx2_runs_the_same_options_in_a_child_compiled_for_avx2(monkeypatch
     assert not [f for f in env["NUMBA_CPU_FEATURES"].split(",") if "avx512" in f]
     # compiled code for another target must not share the native path's cache
     assert env["NUMBA_CACHE_DIR"] == os.environ["NUMBA_CACHE_DIR"].rstrip(os.sep) + "-avx2"
+
+
+def test_training_alternates_with_the_peer_and_the_ratio_is_the_rounds_median(
+        tiny_configs, monkeypatch):
+    """run_config times charrnn's training and the peer's in turns, TRAIN_ROUNDS times
+    each a share of the seconds, and quotes the median of each round's ratio (not the
+    ratio of medians), besides each side's median rate."""
+    from charrnn.bench import peer as peer_module
+    order = []
+    ours = iter([100.0, 300.0, 200.0])
+    theirs = iter([50.0, 200.0, 400.0])  # rounds' ratios 2.0, 1.5, 0.5; medians' 1.0
+
+    class Timer:
+        def __init__(self, *shape):
+            pass
+
+        def rate(self, seconds):
+            order.append(("charrnn", seconds))
+            return next(ours)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            order.append("timer closed")
+
+    class Peer(Timer):
+        measures, error, hello = True, None, {"torch": "9.9"}
+
+        def train(self, seconds):
+            order.append(("torch", seconds))
+            return next(theirs)
+
+        def sample(self, seconds, onednn):
+            return 10.0 if onednn else 20.0
+
+    monkeypatch.setattr(bench, "TrainTimer", Timer)
+    monkeypatch.setattr(peer_module, "TorchPeer", lambda name, threads: Peer())
+    monkeypatch.setattr(bench, "charrnn_sample", lambda *args: 1000.0)
+    monkeypatch.setattr(bench, "TRAIN_ROUNDS", 3)
+    row = bench.run_config("M", 1.5)
+    assert order[:6] == [("charrnn", 0.5), ("torch", 0.5)] * 3
+    assert row["train_chars_per_s"] == 200.0 and row["torch_train_chars_per_s"] == 200.0
+    assert row["train_round_ratios"] == [2.0, 1.5, 0.5] and row["train_ratio"] == 1.5
+    assert row["sample_ratio"] == 1000.0 / 20.0 and row["torch"] == "9.9"
+    assert "ratio 1.50x, rounds 0.50-2.00x" in bench.format_row(row)
+
+
+def test_the_peer_answers_each_request_with_a_line_of_json(monkeypatch):
+    """bench/peer.serve, the child's side, with a stand-in torch: its version first,
+    then a rate per request, the model built once; a request it does not know gets an
+    error, which the parent reports."""
+    import sys
+    import types
+
+    from charrnn.bench import peer as peer_module
+    fake_torch = types.SimpleNamespace(__version__="0.0-stand-in", set_num_threads=lambda n: None)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    built = []
+
+    def train_step(*shape):
+        built.append(shape)
+        return lambda: None
+    monkeypatch.setattr(bench, "torch_train_step", train_step)
+    monkeypatch.setattr(bench, "torch_sample", lambda layers, hidden, seconds, onednn:
+                        7.0 if onednn else 8.0)
+    replies = []
+    peer_module.serve("M", 2, ["train 0.01\n", "train 0.01\n", "sample 0.01 onednn\n",
+                               "sample 0.01 plain\n", "fly 1\n"], replies.append)
+    assert replies[0] == {"torch": "0.0-stand-in"}
+    assert all(reply["rate"] > 0 for reply in replies[1:3]) and len(built) == 1
+    assert replies[3:5] == [{"rate": 7.0}, {"rate": 8.0}]
+    assert replies[5] == {"error": "unknown request 'fly 1'"}
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_peer_without_torch_says_so_and_measures_nothing(tmp_path, monkeypatch):
+    """The real child process, where torch cannot be imported: its first line says
+    "not installed", the row says so, and closing it ends the child."""
+    from charrnn.bench.peer import TorchPeer
+    (tmp_path / "torch.py").write_text("raise ImportError('no torch here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with TorchPeer("M", 1) as peer:
+        assert peer.hello == {"torch": "not installed"} and not peer.measures
+        assert peer.train(0.1) is None
+        assert bench.peer_figures(peer, [(1.0, None)], 0.1, True) == {"torch": "not installed"}
+    assert peer._process.returncode == 0

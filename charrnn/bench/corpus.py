@@ -291,7 +291,7 @@ def torch_speed(corpus: str, cache: str, seconds: float, threads: int, softmax: 
 
 
 def torch_row(corpus: str, cache: str, seconds: float, softmax: str) -> dict:
-    """torch_speed in a child process (see bench.speed.torch_peer), or why not."""
+    """torch_speed in a child process (as bench.peer runs the speed peer), or why not."""
     from ..parallel import thread_count
     from .speed import torch_env
     child = subprocess.run([sys.executable, "-m", "charrnn.bench.corpus", "--torch-child",

@@ -3,11 +3,13 @@ side by side with PyTorch's CPU LSTM when torch is importable (never a dependenc
 
 Each measurement burns in (compiles, warms caches) before it times, then runs whole
 steps for a fixed wall-clock budget. Ratios between charrnn and PyTorch measured in the
-same run are the figures to quote: a shared machine is noisy.
+same run are the figures to quote: a shared machine is noisy. So training is timed in
+rounds that alternate with the peer's (TRAIN_ROUNDS), and its ratio is the median of
+the rounds' ratios.
 
 The extras (`charrnn bench --extras`: start-up, peak memory, thread scaling, whole
-training processes) are extras.py's; this module holds the configs, the timed loops,
-the PyTorch peer and the child processes both use.
+training processes) are extras.py's; the PyTorch peer's process is peer.py's; this
+module holds the configs, the timed loops of both and the child processes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ CONFIGS = {
 }
 VOCAB = 65
 EMBED = 64
+# Training is timed in this many rounds, charrnn's and the peer's in turns, each a
+# share of --seconds; the ratio is the median of the rounds' (bench/peer.py says why).
+TRAIN_ROUNDS = 3
 
 
 def blas_description() -> str:
@@ -72,21 +77,43 @@ def bench_model(layers, hidden):
 
 
 def charrnn_train(layers, hidden, batch, seq, seconds) -> float:
-    """Training chars/s: Trainer.train_step, the step `charrnn train` runs (batches read
-    from an id file as the corpus cache keeps them, forward, backward, clipping, Adam).
-    Left out: the run's periodic validation and checkpoint writes."""
-    from ..corpus import IdFile
-    from ..trainer import Trainer, TrainOptions
+    """Training chars/s of one timing (TrainTimer)."""
+    with TrainTimer(layers, hidden, batch, seq) as timer:
+        return timer.rate(seconds)
 
-    model, vocab = bench_model(layers, hidden)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "ids.uint8")
+
+class TrainTimer:
+    """Training chars/s: Trainer.train_step, the step `charrnn train` runs (batches read
+    from an id file as the corpus cache keeps them, forward, backward, clipping, Adam),
+    on a trainer kept between timings. Left out: the run's periodic validation and
+    checkpoint writes."""
+
+    def __init__(self, layers, hidden, batch, seq):
+        from ..corpus import IdFile
+        from ..trainer import Trainer, TrainOptions
+
+        model, vocab = bench_model(layers, hidden)
+        self._tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(self._tmp.name, "ids.uint8")
         np.random.default_rng(1).integers(0, VOCAB, 400_000).astype(np.uint8).tofile(path)
         ids = IdFile(path, np.uint8)
         options = TrainOptions(seq_len=seq, batch_size=batch, eval_every=0, save_every=0)
-        trainer = Trainer(model, vocab, ids, ids[:1000], options, os.path.join(tmp, "b.ckpt"))
-        elapsed, calls = timed(trainer.train_step, seconds)
-    return calls * batch * seq / elapsed
+        self.trainer = Trainer(model, vocab, ids, ids[:1000], options,
+                               os.path.join(self._tmp.name, "b.ckpt"))
+        self.chars_per_step = batch * seq
+        self.timings = 0
+
+    def rate(self, seconds: float) -> float:
+        burn_in = 3 if not self.timings else 1  # a round's first step warms the caches again
+        elapsed, calls = timed(self.trainer.train_step, seconds, burn_in)
+        self.timings += 1
+        return calls * self.chars_per_step / elapsed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._tmp.cleanup()
 
 
 def charrnn_sample(layers, hidden, seconds, precision="auto") -> float:
@@ -106,6 +133,13 @@ def charrnn_sample(layers, hidden, seconds, precision="auto") -> float:
 
 
 def torch_train(layers, hidden, batch, seq, seconds) -> float:
+    elapsed, calls = timed(torch_train_step(layers, hidden, batch, seq), seconds)
+    return calls * batch * seq / elapsed
+
+
+def torch_train_step(layers, hidden, batch, seq):
+    """PyTorch's training step on the config's shapes, ready to call: the same sizes,
+    Adam at 2e-3, clipping at 5, the state carried (truncated BPTT)."""
     import torch
     model, head, embed = torch_model(torch, layers, hidden)
     params = list(model.parameters()) + list(head.parameters()) + list(embed.parameters())
@@ -122,8 +156,7 @@ def torch_train(layers, hidden, batch, seq, seconds) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
-    elapsed, calls = timed(step, seconds)
-    return calls * batch * seq / elapsed
+    return step
 
 
 def torch_sample(layers, hidden, seconds, onednn: bool) -> float:
@@ -156,24 +189,31 @@ def torch_model(torch, layers, hidden):
 
 
 def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
+    from contextlib import nullcontext
+
     from ..parallel import thread_count
+    from .peer import TorchPeer
     layers, hidden, batch, seq = CONFIGS[name]
     row = {"config": name, "layers": layers, "hidden": hidden, "batch": batch, "seq": seq,
-           "dtype": "float32", "threads": thread_count(), "isa": kernel_isa(),
-           "train_chars_per_s": charrnn_train(layers, hidden, batch, seq, seconds)}
-    if batch > 1:
-        # the default precision's figure, and both precisions' for comparison
-        from ..sample import generates_in_bfloat16
-        model, _ = bench_model(layers, hidden)
-        row["sample_precision"] = "bfloat16" if generates_in_bfloat16(model) else "float32"
-        for precision in ("float32", "bfloat16"):
-            row[f"sample_{precision}_chars_per_s"] = charrnn_sample(layers, hidden, seconds,
-                                                                    precision)
-        row["sample_chars_per_s"] = row[f"sample_{row['sample_precision']}_chars_per_s"]
-    if with_torch:
-        row.update(torch_peer(name, seconds, row["threads"]))
-    if "torch_train_chars_per_s" in row:
-        row["train_ratio"] = row["train_chars_per_s"] / row["torch_train_chars_per_s"]
+           "dtype": "float32", "threads": thread_count(), "isa": kernel_isa()}
+    with TrainTimer(layers, hidden, batch, seq) as timer, \
+            (TorchPeer(name, row["threads"]) if with_torch else nullcontext()) as peer:
+        rounds = []  # (charrnn's chars/s, the peer's or None), in the order measured
+        for _ in range(TRAIN_ROUNDS):
+            rounds.append((timer.rate(seconds / TRAIN_ROUNDS),
+                           peer.train(seconds / TRAIN_ROUNDS) if peer else None))
+        row["train_chars_per_s"] = float(np.median([ours for ours, _ in rounds]))
+        if batch > 1:
+            # the default precision's figure, and both precisions' for comparison
+            from ..sample import generates_in_bfloat16
+            model, _ = bench_model(layers, hidden)
+            row["sample_precision"] = "bfloat16" if generates_in_bfloat16(model) else "float32"
+            for precision in ("float32", "bfloat16"):
+                row[f"sample_{precision}_chars_per_s"] = charrnn_sample(layers, hidden,
+                                                                        seconds, precision)
+            row["sample_chars_per_s"] = row[f"sample_{row['sample_precision']}_chars_per_s"]
+        if peer:
+            row.update(peer_figures(peer, rounds, seconds, batch > 1))
     if "torch_sample_chars_per_s" in row:
         row["sample_ratio"] = row["sample_chars_per_s"] / max(
             row["torch_sample_chars_per_s"], row["torch_sample_no_onednn_chars_per_s"])
@@ -181,11 +221,26 @@ def run_config(name: str, seconds: float, with_torch: bool = True) -> dict:
     return row
 
 
-def torch_peer(name: str, seconds: float, threads: int) -> dict:
-    """Measure PyTorch in a child process: its OpenMP pool and Numba's would otherwise
-    spin against each other, and it gets the thread settings a plain user run has."""
-    row = in_child(["torch", name, seconds, threads], torch_env())
-    return {"torch": f"not measured: {row['error']}"} if "error" in row else row
+def peer_figures(peer, rounds: list[tuple], seconds: float, sampling: bool) -> dict:
+    """The PyTorch peer's fields of a config's row: its training rate and the ratio,
+    the median of the rounds' ratios (each round's rates measured one after the other),
+    its sampling rates; or why it was not measured."""
+    if not peer.measures:
+        return {"torch": peer.hello.get("torch") or f"not measured: {peer.error}"}
+    theirs = [rate for _, rate in rounds]
+    figures = {"torch": peer.hello["torch"]}
+    if None not in theirs:
+        ratios = [ours / rate for ours, rate in rounds]
+        figures.update({"torch_train_chars_per_s": float(np.median(theirs)),
+                        "train_ratio": float(np.median(ratios)), "train_round_ratios": ratios})
+    if sampling:
+        onednn, plain = peer.sample(seconds, True), peer.sample(seconds, False)
+        if onednn is not None and plain is not None:
+            figures.update({"torch_sample_chars_per_s": onednn,
+                            "torch_sample_no_onednn_chars_per_s": plain})
+    if peer.error is not None:  # failed part way: what it measured before stands
+        figures["torch_error"] = peer.error
+    return figures
 
 
 def torch_env() -> dict:
@@ -201,21 +256,6 @@ def in_child(args: list, env: dict | None = None) -> dict:
     if child.returncode != 0:
         return {"error": (child.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(child.stdout)
-
-
-def torch_row(name: str, seconds: float, threads: int) -> dict:
-    try:
-        import torch
-    except ImportError:
-        return {"torch": "not installed"}
-    torch.set_num_threads(threads)
-    layers, hidden, batch, seq = CONFIGS[name]
-    row = {"torch": torch.__version__,
-           "torch_train_chars_per_s": torch_train(layers, hidden, batch, seq, seconds)}
-    if batch > 1:
-        row["torch_sample_chars_per_s"] = torch_sample(layers, hidden, seconds, True)
-        row["torch_sample_no_onednn_chars_per_s"] = torch_sample(layers, hidden, seconds, False)
-    return row
 
 
 def peak_rss_mb() -> float:
@@ -286,8 +326,9 @@ def format_row(row: dict) -> str:
             f"{row['threads']} | train "
             f"{row['train_chars_per_s']:,.0f} chars/s")
     if "torch_train_chars_per_s" in row:
+        ratios = row["train_round_ratios"]
         head += (f" (torch {row['torch_train_chars_per_s']:,.0f}, ratio "
-                 f"{row['train_ratio']:.2f}x)")
+                 f"{row['train_ratio']:.2f}x, rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
     if "sample_chars_per_s" in row:
         head += f" | sample {row['sample_chars_per_s']:,.0f} chars/s {row['sample_precision']}"
         if "torch_sample_chars_per_s" in row:
@@ -300,11 +341,17 @@ def format_row(row: dict) -> str:
 
 def child_main(argv: list[str]) -> dict:
     """What bench runs in a process of its own:
-    `torch NAME SECONDS THREADS`: the PyTorch peer's row for config NAME;
+    `torch-peer NAME THREADS`: the PyTorch peer of config NAME (bench/peer.py), which
+    answers requests on stdin until it closes;
     `train-rss PEER LAYERS,HIDDEN,BATCH,SEQ SECONDS THREADS`: see train_peak_rss."""
     kind, *rest = argv
-    if kind == "torch":
-        return torch_row(rest[0], float(rest[1]), int(rest[2]))
+    if kind == "torch-peer":
+        from .peer import serve
+
+        def reply(answer: dict) -> None:
+            print(json.dumps(answer), flush=True)
+        serve(rest[0], int(rest[1]), sys.stdin, reply)
+        raise SystemExit(0)
     if kind == "train-rss":
         shape = tuple(int(size) for size in rest[1].split(","))
         return train_peak_rss(rest[0], shape, float(rest[2]), int(rest[3]))

@@ -16,7 +16,7 @@ from .common import note_compiling, set_threads, threads_option, write_stdout
 @click.command()
 @click.option("--config", "configs", type=click.Choice(["S", "M", "L", "B1", "all"]), multiple=True, default=["M"], show_default=True, help="Model/batch configuration(s) to time (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per configuration (and per extra measurement).")
-@click.option("--seconds", type=click.FloatRange(0.5), default=5.0, show_default=True, help="Timed seconds per measurement (after a burn-in).")
+@click.option("--seconds", type=click.FloatRange(0.5), default=5.0, show_default=True, help="Timed seconds per measurement (after a burn-in); training's are shared by rounds that take turns with PyTorch's.")
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch peer even when it is installed.")
 @threads_option()
 @click.option("--isa", type=click.Choice(["native", "avx2"]), default="native", show_default=True, help="Instruction set to measure: this CPU's best, or AVX2 only (no AVX-512) as on most laptops, for charrnn's kernels, OpenBLAS and PyTorch alike.")
